@@ -1,0 +1,29 @@
+# Two commands do all set-up on a fresh machine:  `make demo`  and  `make test`.
+VENV ?= .venv
+PY   := $(VENV)/bin/python
+OUT  ?= runs/demo
+
+.PHONY: demo test install clean
+
+# The venv is (re)built when pyproject.toml changes. With no NVIDIA GPU, torch's CPU build goes in first so
+# that pip does not pull a multi-GB CUDA build as a dependency.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	command -v nvidia-smi >/dev/null 2>&1 || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# The main job on its embedded offline default: tiny SFT, then GRPO from it (CPU, ~1-2 minutes).
+demo: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(PY) src/train.py recipes/tiny/sft.yaml --output_dir $(OUT)/sft
+	HF_HUB_OFFLINE=1 $(PY) src/train.py recipes/tiny/grpo.yaml --model_name_or_path $(OUT)/sft --output_dir $(OUT)/grpo
+
+# The whole suite, slow and real-data/real-model tests included (CI runs this).
+test: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(OUT) runs/tiny

@@ -1,0 +1,157 @@
+"""Where datasets come from and how they are shaped for each trainer.
+
+Sources: a Hub id (`openai/gsm8k` + dataset_config `main`), a local .jsonl/.json/.parquet/.csv file or a folder
+of them, or `synthetic:SPEC` (thinktrain.synthetic). Shapes: GRPO gets a conversational `prompt` and a gold
+`solution` column (other columns ride along and reach the rewards as kwargs); SFT gets `messages`, `text`, or
+conversational `prompt`/`completion` (loss on the completion only). GSM8K's question/answer shape is built in.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .recipe import DATA_SUFFIXES, RecipeError
+
+THINK_SYSTEM_PROMPT = (
+    "You are a helpful assistant. Think step by step inside <think> </think>, then give only the final "
+    "answer inside <answer> </answer>."
+)
+_CALCULATOR = re.compile(r"<<[^<>]*>>")  # GSM8K's calculator annotations: 48/2 = <<48/2=24>>24
+
+
+# --------------------------------------------------------------------------- GSM8K shape
+
+
+def gold_answer(answer: str) -> str:
+    """'... #### 1,234' -> '1,234' (as written); text without '####' is returned stripped."""
+    return str(answer).rsplit("####", 1)[-1].strip()
+
+
+def worked_steps(answer: str) -> str:
+    """The reasoning part of a GSM8K answer, calculator annotations removed."""
+    return _CALCULATOR.sub("", str(answer).rsplit("####", 1)[0]).strip()
+
+
+def think_answer(answer: str) -> str:
+    """A GSM8K worked solution in the R1 format the rewards expect."""
+    return f"<think>\n{worked_steps(answer)}\n</think>\n<answer>\n{gold_answer(answer)}\n</answer>"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_raw(name: str, config: str | None = None, streaming: bool = False):
+    """Any supported source -> datasets.DatasetDict."""
+    from datasets import DatasetDict, load_dataset
+
+    if name.startswith("synthetic:"):
+        from . import synthetic
+
+        try:
+            return synthetic.load(name.split(":", 1)[1])
+        except ValueError as e:
+            raise RecipeError(f"dataset_name '{name}': {e}") from None
+    path = Path(name)
+    if path.is_file():
+        fmt = DATA_SUFFIXES.get(path.suffix)
+        if fmt is None:
+            raise RecipeError(f"dataset_name: can't read '{name}': use a {'/'.join(DATA_SUFFIXES)} file")
+        ds = load_dataset(fmt, data_files=str(path), streaming=streaming)
+    else:
+        ds = load_dataset(name, name=config, streaming=streaming)  # a folder, or a Hub id
+    return ds if isinstance(ds, DatasetDict) else DatasetDict(train=ds)
+
+
+def load(script_args, training_args, tokenizer=None):
+    """(train, eval or None) shaped for script_args.task; every mistake is a one-line RecipeError."""
+    raw = load_raw(script_args.dataset_name, script_args.dataset_config, script_args.dataset_streaming)
+    want_eval = str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)) != "no"
+    splits = {"train": script_args.dataset_train_split}
+    if want_eval:
+        splits["eval"] = script_args.dataset_test_split
+    out = {}
+    for role, split in splits.items():
+        if split not in raw:
+            key = "dataset_train_split" if role == "train" else "dataset_test_split"
+            raise RecipeError(f"{key}: dataset '{script_args.dataset_name}' has no split '{split}'; "
+                              f"it has: {', '.join(raw)}")
+        limit = script_args.max_train_samples if role == "train" else script_args.max_eval_samples
+        ds = raw[split]
+        if limit is not None and not script_args.dataset_streaming:
+            ds = ds.select(range(min(limit, len(ds))))
+        shape = to_grpo if script_args.task == "grpo" else to_sft
+        out[role] = shape(ds, script_args)
+    if script_args.task == "grpo" and script_args.max_prompt_length and tokenizer is not None:
+        out["train"] = drop_long_prompts(out["train"], tokenizer, script_args.max_prompt_length)
+    return out["train"], out.get("eval")
+
+
+def _prompt(question, system_prompt: str | None) -> list[dict]:
+    if isinstance(question, list):  # already a conversation
+        messages = list(question)
+    else:
+        messages = [{"role": "user", "content": str(question)}]
+    if system_prompt and messages[0].get("role") != "system":
+        messages = [{"role": "system", "content": system_prompt}] + messages
+    return messages
+
+
+def _require(ds, columns: list[str], script_args, needs: str):
+    missing = [c for c in columns if c not in ds.column_names]
+    if missing:
+        raise RecipeError(
+            f"dataset '{script_args.dataset_name}' lacks column(s) {', '.join(missing)} ({needs}); it has: "
+            f"{', '.join(ds.column_names)} — set prompt_column/answer_column to map yours"
+        )
+
+
+def to_grpo(ds, script_args):
+    """-> conversational `prompt` + gold `solution` (e.g. '18' from GSM8K's '#### 18')."""
+    q = "prompt" if "prompt" in ds.column_names else script_args.prompt_column
+    a = "solution" if "solution" in ds.column_names else script_args.answer_column
+    _require(ds, [q, a], script_args, "GRPO needs a prompt and a gold answer")
+    system = script_args.system_prompt
+
+    def shape(row):
+        return {"prompt": _prompt(row[q], system), "solution": gold_answer(row[a])}
+
+    return ds.map(shape, desc="Shaping prompts")
+
+
+def to_sft(ds, script_args):
+    """-> `messages` | `text` | conversational `prompt`/`completion` (worked solution as think/answer)."""
+    cols = ds.column_names
+    system = script_args.system_prompt
+    if "messages" in cols:
+        return ds.map(lambda r: {"messages": _prompt(r["messages"], system)}, desc="Shaping messages") if system else ds
+    if "text" in cols or {"prompt", "completion"} <= set(cols):
+        return ds
+    q, a = script_args.prompt_column, script_args.answer_column
+    _require(ds, [q, a], script_args, "SFT needs messages, text, prompt+completion, or a question and an answer")
+
+    def shape(row):
+        answer = row[a]
+        completion = think_answer(answer) if "####" in str(answer) else str(answer)
+        return {"prompt": _prompt(row[q], system), "completion": [{"role": "assistant", "content": completion}]}
+
+    return ds.map(shape, remove_columns=cols, desc="Shaping worked solutions")
+
+
+def drop_long_prompts(ds, tokenizer, max_prompt_length: int):
+    """TRL 1.x dropped max_prompt_length; we keep its meaning by filtering instead of truncating silently."""
+    import logging
+
+    def fits(row):
+        ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True)
+        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        return len(ids) <= max_prompt_length
+
+    before = len(ds)
+    ds = ds.filter(fits, desc=f"Dropping prompts > {max_prompt_length} tokens")
+    logging.getLogger("thinktrain").warning(
+        "max_prompt_length=%d: dropped %d of %d training prompts", max_prompt_length, before - len(ds), before
+    )
+    if len(ds) == 0:
+        raise RecipeError(f"max_prompt_length={max_prompt_length} drops every training prompt; raise it")
+    return ds

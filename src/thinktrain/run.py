@@ -1,0 +1,87 @@
+"""What every training run does around its trainer: the header, auto-resume, and saving the results."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import yaml
+
+from .recipe import resolved_recipe
+
+log = logging.getLogger("thinktrain")
+
+
+def precision(training_args) -> str:
+    return "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32"
+
+
+def header(task, script_args, training_args, model_args, train_ds, eval_ds) -> str:
+    """A few lines that tell the user at once what is about to happen (printed on the main process)."""
+    world = training_args.world_size
+    per_device, accum = training_args.per_device_train_batch_size, training_args.gradient_accumulation_steps
+    size = f"{len(train_ds):,} train" if hasattr(train_ds, "__len__") else "streaming"
+    if eval_ds is not None and hasattr(eval_ds, "__len__"):
+        size += f" / {len(eval_ds):,} eval"
+    adapter = f" + LoRA r={model_args.lora_r}" if model_args.use_peft else ""
+    quant = " (4-bit)" if model_args.load_in_4bit else " (8-bit)" if model_args.load_in_8bit else ""
+    lines = [
+        f"thinktrain {task}: {model_args.model_name_or_path}{quant}{adapter}",
+        f"  dataset    {script_args.dataset_name} ({size})",
+        f"  processes  world_size={world} on {training_args.device.type}, precision {precision(training_args)}",
+        f"  batch      {per_device} per device x {accum} accumulation x {world} = {per_device * accum * world} "
+        f"{'completions' if task == 'grpo' else 'sequences'} per step",
+    ]
+    if task == "grpo":
+        lines.append(f"  generation {training_args.num_generations} per prompt, {training_args.max_completion_length} "
+                     f"new tokens max, rewards {', '.join(script_args.reward_funcs)}")
+    steps = f"{training_args.max_steps} steps" if training_args.max_steps > 0 else f"{training_args.num_train_epochs:g} epochs"
+    lines.append(f"  schedule   {steps}, lr {training_args.learning_rate:g}")
+    lines.append(f"  output     {training_args.output_dir}")
+    text = "\n".join(lines)
+    if training_args.process_index == 0:
+        print(text, flush=True)
+    return text
+
+
+def _complete(checkpoint: Path) -> bool:
+    # The Trainer writes trainer_state.json after the weights and optimizer: a checkpoint without it was
+    # interrupted mid-save and must never be resumed from.
+    return (checkpoint / "trainer_state.json").is_file()
+
+
+def checkpoint_to_resume(script_args, training_args) -> str | None:
+    """An explicit resume_from_checkpoint wins; else the newest complete checkpoint in output_dir."""
+    if training_args.resume_from_checkpoint:
+        return training_args.resume_from_checkpoint
+    out = Path(training_args.output_dir)
+    if not script_args.auto_resume or not out.is_dir():
+        return None
+    found = [p for p in out.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name) and _complete(p)]
+    if not found:
+        return None
+    last = max(found, key=lambda p: int(p.name.split("-")[1]))
+    if training_args.process_index == 0:
+        print(f"  resuming   from {last} (set auto_resume: false to start over)", flush=True)
+    return str(last)
+
+
+def finish(trainer, train_result, script_args, training_args, model_args):
+    """Save model (or adapter) + tokenizer, the resolved recipe, metrics and state; push; close the trainer."""
+    out = Path(training_args.output_dir)
+    trainer.save_model(str(out))
+    metrics = dict(train_result.metrics)
+    metrics["train_samples"] = len(trainer.train_dataset) if hasattr(trainer.train_dataset, "__len__") else None
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        trainer.processing_class.save_pretrained(str(out))
+        recipe = resolved_recipe(script_args, training_args, model_args)
+        (out / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+        print(f"saved {'adapter' if model_args.use_peft else 'model'} + tokenizer + recipe.yaml to {out}", flush=True)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    trainer.end()  # finish trackers, destroy the process group (avoids a rare SIGABRT at exit under gloo)
+    return metrics

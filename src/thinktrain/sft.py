@@ -1,0 +1,27 @@
+"""SFT: imitate worked problems. A parsed recipe -> TRL's SFTTrainer -> trained model in output_dir."""
+
+from __future__ import annotations
+
+from . import data, run
+from .models import load_model, load_tokenizer
+
+
+def main(script_args, training_args, model_args):
+    from transformers import set_seed
+    from trl import SFTTrainer, get_peft_config, get_quantization_config
+
+    set_seed(training_args.seed)
+    tokenizer = load_tokenizer(model_args, training_args)
+    train_ds, eval_ds = data.load(script_args, training_args, tokenizer)  # column errors before the model loads
+    run.header("sft", script_args, training_args, model_args, train_ds, eval_ds)
+    trainer = SFTTrainer(
+        model=load_model(model_args, training_args, tokenizer),
+        args=training_args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        quantization_config=get_quantization_config(model_args),
+    )
+    result = trainer.train(resume_from_checkpoint=run.checkpoint_to_resume(script_args, training_args))
+    return run.finish(trainer, result, script_args, training_args, model_args)

@@ -1,0 +1,68 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("THINKTRAIN_SHARED", ROOT.parent / "shared"))
+GSM8K = SHARED / "data" / "gsm8k"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the Hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_collection_modifyitems(config, items):
+    skip = pytest.mark.skip(reason=f"needs GSM8K data in {GSM8K} (set THINKTRAIN_SHARED)")
+    for item in items:
+        if "real_data" in item.keywords and not (GSM8K / "train.jsonl").is_file():
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run `thinktrain ...` in-process: returns (exit code, stdout, stderr)."""
+    from thinktrain.cli import main
+
+    def run(*argv):
+        code = main([str(a) for a in argv])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A saved tiny Llama + byte-level tokenizer: stands in for a Hub checkpoint (from_pretrained path)."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from thinktrain.models import PRESETS
+    from thinktrain.tokenizer import build_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    tok = build_tokenizer(None)
+    config = LlamaConfig(vocab_size=len(tok), tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **PRESETS["tiny"])
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def gsm8k_sample(tmp_path_factory):
+    """A small jsonl in GSM8K's shape (real rows when ../shared is there, else two written ones)."""
+    out = tmp_path_factory.mktemp("gsm8k") / "sample.jsonl"
+    src = GSM8K / "train.jsonl"
+    if src.is_file():
+        lines = src.read_text().splitlines()[:64]
+    else:
+        import json
+
+        rows = [{"question": "Tom has 3 bags of 4 apples. How many apples?", "answer": "3*4=<<3*4=12>>12\n#### 12"},
+                {"question": "Ann had 10 pens and gave away 4. How many are left?", "answer": "10-4=<<10-4=6>>6\n#### 6"}]
+        lines = [json.dumps(r) for r in rows] * 32
+    out.write_text("\n".join(lines) + "\n")
+    return out
