@@ -76,3 +76,53 @@ def test_gpu_recipes_run_on_cpu_with_overrides(tmp_path, run_cli, tiny_model_dir
     saved = "adapter_model.safetensors" if "lora" in recipe else "model.safetensors"
     assert (out / saved).is_file()
     assert "train_loss" in json.loads((out / "train_results.json").read_text())
+
+
+def test_sft_messages_with_assistant_only_loss_and_lora(tmp_path, run_cli):
+    rows = [{"messages": [{"role": "user", "content": f"What is {a} + {a}?"},
+                          {"role": "assistant", "content": f"<think>\n{a} + {a} = {2 * a}\n</think>\n<answer>\n{2 * a}\n"
+                                                           "</answer>"}]} for a in range(40)]
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    code, stdout, err = run_cli("train", ROOT / "recipes/tiny/sft.yaml", "--dataset_name", data,
+                                "--dataset_train_split", "train", "--assistant_only_loss", "true", "--use_peft", "true",
+                                "--lora_target_modules", "q_proj", "v_proj", "--max_steps", "3", "--output_dir", out)
+    assert code == 0, err
+    assert "+ LoRA r=16" in stdout
+    assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
+
+
+def test_dataset_columns_reach_a_custom_reward(tmp_path, run_cli, monkeypatch):
+    seen = tmp_path / "seen.json"
+    (tmp_path / "my_rewards.py").write_text(
+        "import json\n"
+        "def spy(completions, solution, **kwargs):\n"
+        f"    open({str(seen)!r}, 'w').write(json.dumps({{'solution': solution, 'keys': sorted(kwargs)}}))\n"
+        "    return [0.5] * len(completions)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "out"
+    code, _, err = run_cli("train", ROOT / "recipes/tiny/grpo.yaml", "--reward_funcs", "my_rewards:spy",
+                           "--reward_weights", "1.0", "--max_steps", "1", "--output_dir", out)
+    assert code == 0, err
+    got = json.loads(seen.read_text())
+    assert all(s.isdigit() for s in got["solution"])
+    assert {"prompts", "completion_ids", "question", "answer"} <= set(got["keys"])
+
+
+def test_launchers_accelerate_and_script(tmp_path):
+    """`accelerate launch src/train.py` and `python src/train.py` both run the recipe."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "acc"
+    bindir = Path(sys.executable).parent
+    proc = subprocess.run([str(bindir / "accelerate"), "launch", "--num_processes", "1", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "src/train.py",
+                           "recipes/tiny/sft.yaml", "--max_steps", "2", "--output_dir", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "world_size=1" in proc.stdout and (out / "model.safetensors").is_file()
+    proc = subprocess.run([sys.executable, "src/train.py", "recipes/tiny/sft.yaml", "--max_stepz", "2"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "did you mean 'max_steps'" in proc.stderr

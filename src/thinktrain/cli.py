@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
 
@@ -11,7 +12,7 @@ warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecate
 
 USAGE = """usage: thinktrain train RECIPE.yaml [--key value ...]
 
-  train     run a recipe (task: sft | grpo); every recipe key can be overridden as --key value
+  train     run a recipe (task: pretrain | sft | grpo); every recipe key can be overridden as --key value
             e.g. thinktrain train recipes/tiny/sft.yaml --max_steps 5 --output_dir runs/try
 """
 
@@ -26,11 +27,7 @@ def train(argv: list[str]) -> int:
 
     try:
         task, script_args, training_args, model_args = parse(argv)
-        if task == "grpo":
-            from .grpo import main
-        else:
-            from .sft import main
-        main(script_args, training_args, model_args)
+        importlib.import_module(f"thinktrain.{task}").main(script_args, training_args, model_args)
     except RecipeError as e:
         return fail(str(e))
     return 0

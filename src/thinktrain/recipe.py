@@ -25,7 +25,7 @@ from trl import ModelConfig, ScriptArguments, TrlParser
 
 from .rewards import RewardArguments
 
-TASKS = ("sft", "grpo")
+TASKS = ("pretrain", "sft", "grpo")
 DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 # Keys that TRL / transformers renamed or removed: old recipes (open-r1, TRL 0.x) get pointed at the new name.
@@ -86,7 +86,11 @@ def dataclass_types(task: str) -> tuple:
 
     if task == "grpo":
         return (GRPORecipeArguments, GRPOConfig, ModelConfig)
-    return (RecipeArguments, SFTConfig, ModelConfig)
+    if task == "sft":
+        return (RecipeArguments, SFTConfig, ModelConfig)
+    from .pretrain import PretrainArguments, PretrainConfig
+
+    return (PretrainArguments, PretrainConfig, ModelConfig)
 
 
 class _Parser(TrlParser):
