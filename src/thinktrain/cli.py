@@ -1,4 +1,5 @@
-"""Command line: `thinktrain train RECIPE.yaml [--key value ...]` (also `python -m thinktrain`, src/train.py)."""
+"""Command line: `thinktrain train RECIPE.yaml [--key value ...]`, `thinktrain eval ...`, `thinktrain report DIR`
+(also `python -m thinktrain`; src/train.py runs `train`)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,15 @@ import warnings
 warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated", category=FutureWarning)
 
 USAGE = """usage: thinktrain train RECIPE.yaml [--key value ...]
+       thinktrain eval --model PATH --dataset NAME_OR_FILE [--split test] [--limit N] [--num_samples k] ...
+       thinktrain report OUTPUT_DIR
 
   train     run a recipe (task: pretrain | sft | grpo); every recipe key can be overridden as --key value
             e.g. thinktrain train recipes/tiny/sft.yaml --max_steps 5 --output_dir runs/try
+  eval      generate answers to held-out problems and score them (pass@1; pass@k, maj@k with --num_samples k)
+            e.g. thinktrain eval --model runs/tiny/sft --dataset synthetic:gsm8k --limit 200 --output eval.json
+            (thinktrain eval --help lists every option; see docs/evaluation.md)
+  report    OUTPUT_DIR/report.md + PNG curves from the stages' trainer_state.json and OUTPUT_DIR/results.json
 """
 
 
@@ -33,13 +40,27 @@ def train(argv: list[str]) -> int:
     return 0
 
 
+def _run(module: str, argv: list[str]) -> int:
+    """A command whose module has main(argv) -> int and reports input mistakes as RecipeError."""
+    from .recipe import RecipeError
+
+    try:
+        return importlib.import_module(f"thinktrain.{module}").main(argv)
+    except RecipeError as e:
+        return fail(str(e))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    commands = {"train": train}
+    commands = {
+        "train": train,
+        "eval": lambda rest: _run("evaluation", rest),
+        "report": lambda rest: _run("report", rest),
+    }
     if command not in commands:
         return fail(f"unknown command '{command}'; commands: {', '.join(commands)}")
     return commands[command](rest)

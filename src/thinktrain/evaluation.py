@@ -1,0 +1,467 @@
+"""Evaluation: generate answers to held-out problems, score them, summarise (pass@1, sampled, pass@k, maj@k).
+
+    thinktrain eval --model runs/tiny/sft --dataset synthetic:gsm8k --limit 200 --num_samples 8
+    from thinktrain.evaluation import evaluate_model
+    results = evaluate_model("runs/tiny/sft", "synthetic:gsm8k", limit=200)     # or a loaded model
+
+Every problem gets one greedy completion (pass@1, strict and lenient); with num_samples k > 1 it also gets k
+samples at `temperature` (top_p 1, no top-k) for sampled accuracy, pass@k and maj@k. Scoring is the
+`gsm8k_accuracy` evaluate metric (metrics/gsm8k_accuracy), i.e. thinktrain.rewards.accuracy_reward: evaluation
+and the GRPO reward agree on what is right by construction. Definitions and the JSON format: docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import NamedTuple
+
+from .recipe import RecipeError, check_source
+
+METRIC = Path(__file__).parent / "metrics" / "gsm8k_accuracy"
+BREAKDOWN_COLUMNS = ("steps", "template")  # per-difficulty tables when the data has them (synthetic does)
+_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+# --------------------------------------------------------------------------- estimators
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct (Chen et al., 2021): 1 - C(n-c, k) / C(n, k)."""
+    if not (0 <= c <= n and 1 <= k <= n):
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def majority_vote(keys: list) -> int | None:
+    """Index of the first member of the largest group of equal non-None keys; ties go to the group seen first."""
+    counts = Counter(key for key in keys if key is not None)
+    if not counts:
+        return None
+    best = max(counts.values())
+    return next(i for i, key in enumerate(keys) if key is not None and counts[key] == best)
+
+
+def answer_groups(completions: list[str]) -> list[int | None]:
+    """Group completions by their `<answer>` value: the index of the group's first member, None without a block.
+
+    Two answers are equal when accuracy_reward says so (the rewards' numeric comparison: "1,234" == "1234.0");
+    an answer it can't parse as a number matches only the same text."""
+    from .rewards import accuracy_reward
+
+    blocks = [m[-1].strip() if (m := _ANSWER_BLOCK.findall(c)) else None for c in completions]
+    groups: list[int | None] = [None] * len(completions)
+    for i, block in enumerate(blocks):
+        if block is None or groups[i] is not None:
+            continue
+        groups[i] = i
+        rest = [j for j in range(i + 1, len(blocks)) if blocks[j] is not None and groups[j] is None]
+        if not rest:
+            continue
+        same = accuracy_reward([completions[j] for j in rest], solution=[block] * len(rest))
+        for j, s in zip(rest, same):
+            if (s is None and blocks[j] == block) or (s is not None and s >= 1.0):
+                groups[j] = i
+    return groups
+
+
+# --------------------------------------------------------------------------- problems, prompts, model
+
+
+def load_problems(dataset, *, split: str = "test", limit: int | None = None, config: str | None = None):
+    """The first `limit` rows of one split of anything thinktrain.data.load_raw reads (a Dataset passes through).
+
+    A single data file is its own split, whatever `split` says. Mistakes raise RecipeError before any model loads."""
+    from datasets import Dataset
+
+    if not isinstance(dataset, (str, Path)):
+        ds = dataset
+    else:
+        from .data import load_raw
+
+        name = str(dataset)
+        check_source("--dataset", name, repo_type="dataset")
+        raw = load_raw(_only_split(name, split), config)
+        if split in raw:
+            ds = raw[split]
+        elif len(raw) == 1 and Path(name).is_file():
+            ds = next(iter(raw.values()))
+        else:
+            raise RecipeError(f"--split: dataset '{name}' has no split '{split}'; it has: {', '.join(raw)}")
+    if not isinstance(ds, Dataset):
+        raise RecipeError(f"--dataset: expected a datasets.Dataset, got {type(ds).__name__}")
+    if len(ds) == 0:
+        raise RecipeError(f"--dataset: {dataset if isinstance(dataset, (str, Path)) else 'the dataset'} has no rows "
+                          f"in split '{split}'")
+    return ds.select(range(min(limit, len(ds)))) if limit is not None else ds
+
+
+def _only_split(name: str, split: str) -> str:
+    """synthetic:SPEC -> the same SPEC generating only `split` (each split has its own random stream, so the
+    rows are identical; saves generating ~30k unused problems)."""
+    if not name.startswith("synthetic:"):
+        return name
+    from .synthetic import SPLITS
+
+    base, _, query = name.partition("?")
+    given = {item.partition("=")[0] for item in query.split("&") if item}
+    extra = [f"{s}=0" for s in SPLITS if s != split and s not in given]
+    return f"{base}?{'&'.join(filter(None, [query, *extra]))}" if extra else name
+
+
+def resolve_system_prompt(system_prompt: str | None, model_dir: str | None) -> tuple[str | None, str]:
+    """(prompt, where it came from). Given ("" = none) > the model's recipe.yaml (trained with it) > the default."""
+    from .data import THINK_SYSTEM_PROMPT
+
+    if system_prompt is not None:
+        return system_prompt or None, "argument"
+    recipe = Path(model_dir) / "recipe.yaml" if model_dir else None
+    if recipe is not None and recipe.is_file():
+        import yaml
+
+        value = (yaml.safe_load(recipe.read_text()) or {}).get("system_prompt")
+        return value or None, str(recipe) if value else f"{recipe} (none set: trained without one)"
+    return THINK_SYSTEM_PROMPT, "default (thinktrain.data.THINK_SYSTEM_PROMPT)"
+
+
+def check_columns(ds, prompt_column: str = "question", answer_column: str = "answer", name: str = "dataset"):
+    question = "prompt" if "prompt" in ds.column_names else prompt_column
+    answer = "solution" if "solution" in ds.column_names else answer_column
+    missing = [c for c in (question, answer) if c not in ds.column_names]
+    if missing:
+        raise RecipeError(f"dataset '{name}' lacks column(s) {', '.join(missing)} (evaluation needs a question and a "
+                          f"gold answer); it has: {', '.join(ds.column_names)} — pass --prompt_column/"
+                          f"--answer_column")
+
+
+def shape_problems(ds, system_prompt: str | None, prompt_column: str = "question", answer_column: str = "answer",
+                   name: str = "dataset"):
+    """-> conversational `prompt` + gold `solution` (other columns kept), exactly as GRPO trains on them."""
+    from types import SimpleNamespace
+
+    from .data import to_grpo
+
+    check_columns(ds, prompt_column, answer_column, name)
+    args = SimpleNamespace(prompt_column=prompt_column, answer_column=answer_column, system_prompt=system_prompt,
+                           dataset_name=name)
+    return to_grpo(ds, args)
+
+
+def load_model(path: str, *, dtype=None, device: str | None = None):
+    """(model in eval mode, tokenizer) from a local checkpoint or Hub id (an adapter folder loads base + LoRA)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    dtype = dtype or ("auto" if device != "cpu" else torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    return model.eval(), tokenizer
+
+
+def render(tokenizer, messages: list[dict]) -> str:
+    """The prompt text the model sees: its chat template with the generation prompt (plain text without one)."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return "\n\n".join(m["content"] for m in messages) + "\n"
+
+
+# --------------------------------------------------------------------------- generation
+
+
+class Completion(NamedTuple):
+    text: str
+    tokens: int  # generated tokens, the eos included
+    finished: bool  # stopped at eos (False: cut at max_new_tokens)
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    ids = []
+    for source in (getattr(model, "generation_config", None), model.config, tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        ids += value if isinstance(value, list) else [] if value is None else [value]
+    return list(dict.fromkeys(ids))
+
+
+def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch_size: int, do_sample: bool = False,
+             temperature: float = 1.0, add_special_tokens: bool = False, desc: str = "generating",
+             progress: bool = True) -> list[Completion]:
+    """One completion per rendered prompt, in order. Batches of similar length, left-padded; stops at eos.
+
+    The model's own generation_config sampling defaults (top_k, top_p, repetition_penalty) are overridden, so a
+    number means the same for every model: greedy, or pure temperature sampling. Its eos ids are kept."""
+    import torch
+    from tqdm.auto import tqdm
+
+    eos = _eos_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
+    ids = tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # longest first: less padding, OOM at once
+    sampling = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0) if do_sample else dict(do_sample=False)
+    out: list[Completion | None] = [None] * len(ids)
+    device = model.device
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    with torch.inference_mode():
+        for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, file=sys.stderr):
+            width = max(len(ids[i]) for i in batch)
+            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                input_ids[row, width - len(ids[i]):] = torch.tensor(ids[i])
+                mask[row, width - len(ids[i]):] = 1
+            generated = model.generate(
+                input_ids=input_ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                pad_token_id=pad, eos_token_id=eos or None, repetition_penalty=1.0, **sampling,
+            )[:, width:].tolist()
+            for row, i in enumerate(batch):
+                tokens = generated[row]
+                end = next((t + 1 for t, tok in enumerate(tokens) if tok in eos), None)
+                tokens = tokens if end is None else tokens[:end]
+                out[i] = Completion(tokenizer.decode(tokens, skip_special_tokens=True), len(tokens), end is not None)
+    return out  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- scoring and summaries
+
+
+def load_metric():
+    """The gsm8k_accuracy metric module, loaded offline by path."""
+    import evaluate
+
+    return evaluate.load(str(METRIC), keep_in_memory=True)
+
+
+def _mean(values) -> float | None:
+    values = list(values)
+    return sum(values) / len(values) if values else None
+
+
+def summarize(records: list[dict], k: int) -> dict:
+    """The headline numbers over a list of per-problem records (all problems, or one steps/template group)."""
+    out = {"n": len(records), "accuracy": _mean(r["correct"] for r in records),
+           "accuracy_lenient": _mean(r["correct_lenient"] for r in records)}
+    if k > 1:
+        out["sampled_accuracy"] = _mean(r["num_correct"] / k for r in records)
+        out["pass_at_k"] = _mean(pass_at_k(k, r["num_correct"], k) for r in records)
+        out["maj_at_k"] = _mean(r["majority_correct"] for r in records)
+    return out
+
+
+def evaluate_model(model_or_path, dataset, *, split: str = "test", limit: int | None = None, num_samples: int = 1,
+                   temperature: float = 1.0, max_new_tokens: int = 256, batch_size: int = 32,
+                   system_prompt: str | None = None, seed: int = 0, tokenizer=None, dataset_config: str | None = None,
+                   prompt_column: str = "question", answer_column: str = "answer", progress: bool = True) -> dict:
+    """Generate, score and summarise; returns the results dict (docs/evaluation.md), per-problem records included.
+
+    model_or_path: a checkpoint path / Hub id (loaded with load_model), or a loaded causal LM (its tokenizer from
+    `tokenizer=`, else from model.name_or_path). dataset: a name or file for thinktrain.data.load_raw, or a
+    datasets.Dataset. system_prompt: None = the model folder's recipe.yaml, else data.THINK_SYSTEM_PROMPT;
+    "" = none."""
+    check_options(limit=limit, num_samples=num_samples, temperature=temperature, max_new_tokens=max_new_tokens,
+                  batch_size=batch_size)
+    from transformers import set_seed
+
+    from .rewards import format_reward, template_prefills_think
+
+    started = time.time()
+    name = str(dataset) if isinstance(dataset, (str, Path)) else "<datasets.Dataset>"
+    problems = load_problems(dataset, split=split, limit=limit, config=dataset_config)
+    if isinstance(model_or_path, (str, Path)):
+        model_dir = str(model_or_path)
+        model, loaded_tokenizer = load_model(model_dir)
+        tokenizer = tokenizer or loaded_tokenizer
+    else:
+        model, model_dir = model_or_path, getattr(model_or_path, "name_or_path", None) or None
+        if tokenizer is None:
+            if not model_dir:
+                raise RecipeError("evaluate_model: pass tokenizer= with a model that has no name_or_path")
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    system, system_source = resolve_system_prompt(system_prompt, model_dir if model_dir and Path(model_dir).is_dir()
+                                                  else None)
+    shaped = shape_problems(problems, system, prompt_column, answer_column, name)
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    prompts = [render(tokenizer, p) for p in shaped["prompt"]]
+    golds = list(shaped["solution"])
+    k = num_samples
+
+    gen = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, add_special_tokens=not has_template,
+               progress=progress)
+    was_training = model.training
+    model.eval()
+    try:
+        set_seed(seed)
+        greedy = generate(model, tokenizer, prompts, desc="greedy", **gen)
+        samples = []
+        if k > 1:
+            set_seed(seed)
+            samples = generate(model, tokenizer, [p for p in prompts for _ in range(k)], do_sample=True,
+                               temperature=temperature, desc=f"sampling {k} per problem", **gen)
+    finally:
+        model.train(was_training)
+
+    texts = [c.text for c in greedy] + [c.text for c in samples]
+    references = golds + [g for g in golds for _ in range(k if k > 1 else 0)]
+    scores = load_metric().compute(predictions=texts, references=references, per_example=True)
+    strict, lenient = scores["correct"], scores["correct_lenient"]
+    # a template that opens the answer with "<think>" put that tag in the prompt: judge the format accordingly
+    formats = format_reward([c.text for c in greedy], think_prefilled=template_prefills_think(tokenizer))
+
+    records = []
+    columns = [c for c in BREAKDOWN_COLUMNS if c in shaped.column_names]
+    for i, (row, c) in enumerate(zip(shaped, greedy)):
+        question = row.get(prompt_column) if prompt_column in row else row["prompt"][-1]["content"]
+        rec = {"index": i, "question": question, "solution": golds[i], **{col: row[col] for col in columns},
+               "completion": c.text, "tokens": c.tokens, "finished": c.finished,
+               "correct": strict[i], "correct_lenient": lenient[i], "format": (formats[i] or 0.0) >= 1.0}
+        if k > 1:
+            lo = len(greedy) + i * k
+            mine = samples[i * k : (i + 1) * k]
+            rec["samples"] = [{"completion": s.text, "tokens": s.tokens, "finished": s.finished,
+                               "correct": strict[lo + j], "correct_lenient": lenient[lo + j]}
+                              for j, s in enumerate(mine)]
+            rec["num_correct"] = sum(strict[lo : lo + k])
+            winner = majority_vote(answer_groups([s.text for s in mine]))
+            rec["majority"] = winner
+            rec["majority_correct"] = winner is not None and strict[lo + winner]
+        records.append(rec)
+
+    summary = summarize(records, k)
+    return {
+        "model": model_dir, "dataset": name,
+        "split": split if isinstance(dataset, (str, Path)) and not Path(dataset).is_file() else None,
+        "n": summary["n"], "k": k, "accuracy": summary["accuracy"], "accuracy_lenient": summary["accuracy_lenient"],
+        "format": _mean(r["format"] for r in records),
+        "sampled_accuracy": summary.get("sampled_accuracy"), "pass_at_k": summary.get("pass_at_k"),
+        "maj_at_k": summary.get("maj_at_k"),
+        "pass_at": {str(j): _mean(pass_at_k(k, r["num_correct"], j) for r in records) for j in _powers_of_two(k)}
+        if k > 1 else None,
+        "mean_completion_tokens": _mean(c.tokens for c in greedy),
+        "mean_sampled_completion_tokens": _mean(c.tokens for c in samples) if k > 1 else None,
+        "truncated": _mean(not c.finished for c in greedy),
+        "unscored": sum(not ok for ok in scores["scored"][: len(greedy)]),
+        "temperature": temperature if k > 1 else None, "max_new_tokens": max_new_tokens, "seed": seed,
+        "system_prompt": system, "system_prompt_source": system_source,
+        "prompt_format": "chat_template" if has_template else "plain",
+        "seconds": round(time.time() - started, 2),
+        "breakdown": {col: {str(v): summarize(group, k) for v, group in _groups(records, col)} for col in columns},
+        "problems": records,
+    }
+
+
+def _powers_of_two(k: int) -> list[int]:
+    return sorted({2**e for e in range(k.bit_length()) if 2**e <= k} | {k})
+
+
+def _groups(records: list[dict], column: str):
+    groups = defaultdict(list)
+    for r in records:
+        groups[r[column]].append(r)
+    return sorted(groups.items(), key=lambda kv: (not isinstance(kv[0], (int, float)), kv[0]))
+
+
+def check_options(*, limit=None, num_samples=1, temperature=1.0, max_new_tokens=1, batch_size=1):
+    for key, value in (("num_samples", num_samples), ("max_new_tokens", max_new_tokens), ("batch_size", batch_size),
+                       ("limit", 1 if limit is None else limit)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise RecipeError(f"--{key}: expected a positive integer, got {value!r}")
+    if num_samples > 1 and not temperature > 0:
+        raise RecipeError(f"--temperature: sampling {num_samples} per problem needs a temperature > 0, "
+                          f"got {temperature}")
+
+
+# --------------------------------------------------------------------------- printing, command line
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def format_table(result: dict) -> str:
+    """A compact table: overall, then one row per steps/template value."""
+    k = result["k"]
+    where = result["dataset"] + (f" [{result['split']}]" if result.get("split") else "")
+    sampling = f", {k} samples at temperature {result['temperature']:g}" if k > 1 else ", greedy"
+    names = ["accuracy", "lenient"] + (["sampled", f"pass@{k}", f"maj@{k}"] if k > 1 else [])
+    keys = ["accuracy", "accuracy_lenient"] + (["sampled_accuracy", "pass_at_k", "maj_at_k"] if k > 1 else [])
+    rows = [("all", result)] + [(f"{col} {value}", s) for col, groups in result.get("breakdown", {}).items()
+                                for value, s in groups.items()]
+    w = max(len(label) for label, _ in rows)
+    lines = [f"thinktrain eval: {result['model']} on {where} (n={result['n']}{sampling})",
+             f"  system prompt: {result['system_prompt_source']}",
+             f"  {'':<{w}} {'n':>5} " + " ".join(f"{name:>9}" for name in names)]
+    lines += [f"  {label:<{w}} {s['n']:>5} " + " ".join(f"{_pct(s.get(key)):>9}" for key in keys) for label, s in rows]
+    lines.append(f"  format {_pct(result['format'])}, {result['mean_completion_tokens']:.1f} tokens per greedy "
+                 f"completion, {_pct(result['truncated'])} cut at max_new_tokens, {result['seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+class _ArgParser(argparse.ArgumentParser):
+    def error(self, message):  # one line through RecipeError, like `thinktrain train`
+        raise RecipeError(message)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _ArgParser(prog="thinktrain eval", description="Evaluate a causal LM on GSM8K-style problems "
+                   "(pass@1 greedy; with --num_samples k > 1 also sampled accuracy, pass@k, maj@k).")
+    p.add_argument("--model", required=True, help="checkpoint folder (e.g. runs/tiny/sft) or Hub id")
+    p.add_argument("--dataset", required=True,
+                   help="Hub id, .jsonl/.json/.parquet/.csv file or folder, or synthetic:gsm8k")
+    p.add_argument("--dataset_config", default=None, help="Hub dataset config, e.g. main for openai/gsm8k")
+    p.add_argument("--split", default="test", help="split to evaluate (a single file is its own split)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems")
+    p.add_argument("--num_samples", type=int, default=1, help="k samples per problem for sampled/pass@k/maj@k")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (k > 1; top_p 1, no top-k)")
+    p.add_argument("--max_new_tokens", type=int, default=256)
+    p.add_argument("--batch_size", type=int, default=32, help="sequences per generate() call")
+    p.add_argument("--system_prompt", default=None,
+                   help="default: the model folder's recipe.yaml system_prompt, else thinktrain's think/answer prompt; "
+                        "'' for none")
+    p.add_argument("--prompt_column", default="question")
+    p.add_argument("--answer_column", default="answer")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default=None, help="write results + per-problem completions as JSON here")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def check_model_source(model: str):
+    check_source("--model", model, repo_type="model")
+    path = Path(model)
+    if path.is_dir() and not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
+        raise RecipeError(f"--model: {model} holds no model (no config.json or adapter_config.json)")
+
+
+def main(argv: list[str]) -> int:
+    """`thinktrain eval ...`: every input mistake is a RecipeError raised before the model loads."""
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as e:  # --help
+        return int(e.code or 0)
+    check_options(limit=args.limit, num_samples=args.num_samples, temperature=args.temperature,
+                  max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    check_model_source(args.model)
+    if args.output and Path(args.output).is_dir():
+        raise RecipeError(f"--output: {args.output} is a folder; give a file name, e.g. {args.output}/eval.json")
+    problems = load_problems(args.dataset, split=args.split, limit=args.limit, config=args.dataset_config)
+    check_columns(problems, args.prompt_column, args.answer_column, args.dataset)
+    result = evaluate_model(
+        args.model, args.dataset, split=args.split, limit=args.limit, num_samples=args.num_samples,
+        temperature=args.temperature, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+        system_prompt=args.system_prompt, seed=args.seed, dataset_config=args.dataset_config,
+        prompt_column=args.prompt_column, answer_column=args.answer_column, progress=not args.quiet,
+    )
+    print(format_table(result), flush=True)
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+        print(f"wrote {out}", flush=True)
+    return 0
