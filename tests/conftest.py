@@ -44,7 +44,7 @@ def tiny_model_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny-model")
     tok = build_tokenizer(None)
     config = LlamaConfig(vocab_size=len(tok), tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **PRESETS["tiny"])
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **PRESETS["micro"])
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(out)
     tok.save_pretrained(out)

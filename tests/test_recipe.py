@@ -97,7 +97,7 @@ def test_every_recipe_parses_with_cpu_overrides(recipe, tiny_model_dir, gsm8k_sa
     if "load_in_4bit: true" in text:
         overrides += ["--load_in_4bit", "false"]  # bitsandbytes is an optional extra; QLoRA has its own tests
     task, *_ = parse([str(ROOT / recipe), *overrides])
-    assert task in ("sft", "grpo")
+    assert task in ("pretrain", "sft", "grpo")
 
 
 # --------------------------------------------------------------------------- errors: exit 2, one line

@@ -20,7 +20,7 @@ def test_tiny_sft_trains_and_saves(tmp_path, run_cli):
     out = tmp_path / "sft"
     code, stdout, err = run_cli("train", ROOT / "recipes/tiny/sft.yaml", "--output_dir", out)
     assert code == 0, err
-    assert "thinktrain sft: scratch:tiny" in stdout and "world_size=1" in stdout and "precision fp32" in stdout
+    assert "thinktrain sft: scratch:micro" in stdout and "world_size=1" in stdout and "precision fp32" in stdout
     losses = [h["loss"] for h in history(out) if "loss" in h]
     assert len(losses) >= 4 and losses[-1] < 0.7 * losses[0]  # a random byte-level model learns fast
     for name in ("model.safetensors", "config.json", "tokenizer.json", "chat_template.jinja", "recipe.yaml",

@@ -3,7 +3,8 @@
 Sources: a Hub id (`openai/gsm8k` + dataset_config `main`), a local .jsonl/.json/.parquet/.csv file or a folder
 of them, or `synthetic:SPEC` (thinktrain.synthetic). Shapes: GRPO gets a conversational `prompt` and a gold
 `solution` column (other columns ride along and reach the rewards as kwargs); SFT gets `messages`, `text`, or
-conversational `prompt`/`completion` (loss on the completion only). GSM8K's question/answer shape is built in.
+conversational `prompt`/`completion` (loss on the completion only); pretraining gets the `text` column alone
+(the trainer tokenizes and packs it). GSM8K's question/answer shape is built in.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ def think_answer(answer: str) -> str:
 
 
 def load_raw(name: str, config: str | None = None, streaming: bool = False):
-    """Any supported source -> datasets.DatasetDict."""
-    from datasets import DatasetDict, load_dataset
+    """Any supported source -> datasets.DatasetDict (IterableDatasetDict when streaming)."""
+    from datasets import DatasetDict, IterableDatasetDict, load_dataset
 
     if name.startswith("synthetic:"):
         from . import synthetic
@@ -60,11 +61,15 @@ def load_raw(name: str, config: str | None = None, streaming: bool = False):
         ds = load_dataset(fmt, data_files=str(path), streaming=streaming)
     else:
         ds = load_dataset(name, name=config, streaming=streaming)  # a folder, or a Hub id
-    return ds if isinstance(ds, DatasetDict) else DatasetDict(train=ds)
+    if isinstance(ds, (DatasetDict, IterableDatasetDict)):
+        return ds
+    return IterableDatasetDict(train=ds) if streaming else DatasetDict(train=ds)
 
 
 def load(script_args, training_args, tokenizer=None):
     """(train, eval or None) shaped for script_args.task; every mistake is a one-line RecipeError."""
+    if script_args.task == "pretrain":
+        return load_text(script_args, training_args)
     raw = load_raw(script_args.dataset_name, script_args.dataset_config, script_args.dataset_streaming)
     want_eval = str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)) != "no"
     splits = {"train": script_args.dataset_train_split}
@@ -136,6 +141,48 @@ def to_sft(ds, script_args):
         return {"prompt": _prompt(row[q], system), "completion": [{"role": "assistant", "content": completion}]}
 
     return ds.map(shape, remove_columns=cols, desc="Shaping worked solutions")
+
+
+def load_text(script_args, training_args):
+    """Pretraining: (train, eval or None) with only the text column, documents as they are (the trainer packs).
+
+    Streaming keeps the training set lazy (a Hub corpus is read as it trains); the eval set is always materialised
+    (max_eval_samples documents), so every evaluation scores the same text. An eval split equal to the train split
+    holds out its first max_eval_samples documents (default 1000) for corpora that ship only a train split.
+    """
+    from datasets import Dataset
+
+    name, streaming, column = script_args.dataset_name, script_args.dataset_streaming, training_args.dataset_text_field
+    raw = load_raw(name, script_args.dataset_config, streaming)
+    want_eval = str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)) != "no"
+    for key in ("dataset_train_split", "dataset_test_split")[: 1 + want_eval]:
+        if getattr(script_args, key) not in raw:
+            raise RecipeError(f"{key}: dataset '{name}' has no split '{getattr(script_args, key)}'; "
+                              f"it has: {', '.join(raw)}")
+    train = raw[script_args.dataset_train_split]
+    columns = train.column_names or list(next(iter(train)))  # a stream may not know its columns until read
+    if column not in columns:
+        raise RecipeError(f"dataset '{name}' lacks column '{column}' (pretraining reads raw text); it has: "
+                          f"{', '.join(columns)} — set dataset_text_field to yours")
+    train = train.select_columns([column])
+
+    def first(ds, n):
+        return ds.take(n) if streaming else ds.select(range(min(n, len(ds))))
+
+    eval_ds = None
+    if want_eval:
+        n = script_args.max_eval_samples or 1000
+        held_out = script_args.dataset_test_split == script_args.dataset_train_split
+        eval_ds = first(train if held_out else raw[script_args.dataset_test_split].select_columns([column]), n)
+        if streaming:
+            eval_ds = Dataset.from_list(list(eval_ds))
+        if held_out:
+            if not streaming and n >= len(train):
+                raise RecipeError(f"max_eval_samples={n} would hold out all {len(train)} training documents")
+            train = train.skip(n) if streaming else train.select(range(n, len(train)))
+    if script_args.max_train_samples is not None:
+        train = first(train, script_args.max_train_samples)
+    return train, eval_ds
 
 
 def drop_long_prompts(ds, tokenizer, max_prompt_length: int):

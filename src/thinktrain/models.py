@@ -10,18 +10,22 @@ from __future__ import annotations
 
 from .recipe import RecipeError
 
-# Llama shapes. Params include the embedding (tied); sizes are for a ~500-token vocabulary.
+# Llama shapes (SwiGLU MLP, tied embeddings). Params for a 512-token vocabulary; embeddings add vocab x hidden.
 PRESETS = {
-    "tiny": dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2),  # ~0.1M: smoke tests, seconds on a CPU
-    "small": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=8,
-                  num_key_value_heads=4),  # ~3M: learns synthetic GSM8K on a laptop CPU in minutes
-    "medium": dict(hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8,
-                   num_key_value_heads=4),  # ~20M
-    "gpt2-124m": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                      num_key_value_heads=12),
-    "d20": dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=20, num_attention_heads=10,
-                num_key_value_heads=10),  # nanochat's d20 class, ~0.5B
+    "micro": dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2),  # 0.13M: smoke tests of the plumbing, seconds on a CPU
+    "tiny": dict(hidden_size=256, intermediate_size=640, num_hidden_layers=4, num_attention_heads=8,
+                 num_key_value_heads=4),  # 2.9M: learns synthetic GSM8K on a 2-core CPU in minutes
+    "small": dict(hidden_size=512, intermediate_size=1536, num_hidden_layers=6, num_attention_heads=8,
+                  num_key_value_heads=4),  # 19M
+    "medium": dict(hidden_size=640, intermediate_size=1728, num_hidden_layers=10, num_attention_heads=10,
+                   num_key_value_heads=5),  # 46M
+    # MLP 2048: SwiGLU's three matrices then match GPT-2's two 768x3072 ones; 124M with a 50k vocabulary.
+    "gpt2-124m": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
+                      num_key_value_heads=12),  # 85M + embeddings
+    # nanochat's d20 (depth 20, width 64 x depth); MLP sized to its 4x relu^2 compute. ~0.5B with a 64k vocabulary.
+    "d20": dict(hidden_size=1280, intermediate_size=3456, num_hidden_layers=20, num_attention_heads=10,
+                num_key_value_heads=10),  # 396M + embeddings
 }
 
 
@@ -30,19 +34,22 @@ def scratch_preset(name_or_path: str) -> str | None:
         return None
     preset = name_or_path.split(":", 1)[1]
     if preset not in PRESETS:
-        raise RecipeError(f"model_name_or_path '{name_or_path}': unknown preset; choose scratch:{'|'.join(PRESETS)}")
+        raise RecipeError(f"model_name_or_path '{name_or_path}': unknown preset; choose one of "
+                          f"{', '.join('scratch:' + p for p in PRESETS)}")
     return preset
 
 
-def load_tokenizer(model_args, training_args):
-    if scratch_preset(model_args.model_name_or_path):
+def load_tokenizer(model_args, training_args, name_or_path: str | None = None):
+    """The model's tokenizer, or the one at `name_or_path` (pretraining reuses an existing tokenizer that way)."""
+    if name_or_path is None and scratch_preset(model_args.model_name_or_path):
         from .tokenizer import build_tokenizer
 
         return build_tokenizer(None)  # bytes only: nothing to train, nothing to download
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(
-        model_args.model_name_or_path, revision=model_args.model_revision, trust_remote_code=training_args.trust_remote_code
+        name_or_path or model_args.model_name_or_path, revision=None if name_or_path else model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
     )
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -60,8 +67,10 @@ def model_init_kwargs(model_args, training_args) -> dict:
     return kwargs
 
 
-def load_model(model_args, training_args, tokenizer):
-    """A scratch preset -> an initialised model; otherwise the name, and TRL loads it with model_init_kwargs."""
+def load_model(model_args, training_args, tokenizer, config_overrides: dict | None = None):
+    """A scratch preset -> an initialised model; otherwise the name, and TRL loads it with model_init_kwargs.
+
+    `config_overrides` (scratch only) replace or add LlamaConfig fields on top of the preset."""
     preset = scratch_preset(model_args.model_name_or_path)
     if preset is None:
         training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
@@ -69,10 +78,10 @@ def load_model(model_args, training_args, tokenizer):
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
+    fields = dict(vocab_size=len(tokenizer), tie_word_embeddings=True, max_position_embeddings=2048, **PRESETS[preset])
     config = LlamaConfig(
-        vocab_size=len(tokenizer), tie_word_embeddings=True, max_position_embeddings=2048,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        **PRESETS[preset],
+        **{**fields, **(config_overrides or {})},
     )
     torch.manual_seed(training_args.seed)  # same seed -> same initial weights
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)

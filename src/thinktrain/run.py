@@ -72,7 +72,8 @@ def finish(trainer, train_result, script_args, training_args, model_args):
     out = Path(training_args.output_dir)
     trainer.save_model(str(out))
     metrics = dict(train_result.metrics)
-    metrics["train_samples"] = len(trainer.train_dataset) if hasattr(trainer.train_dataset, "__len__") else None
+    if hasattr(trainer.train_dataset, "__len__"):  # a streamed dataset has no length
+        metrics["train_samples"] = len(trainer.train_dataset)
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     trainer.save_state()

@@ -1,0 +1,462 @@
+"""Reward functions for GRPO on <think>…</think><answer>…</answer> completions, and the registry recipes use.
+
+Every reward has TRL's signature `fn(completions, **kwargs) -> list[float | None]`: `completions` are strings or
+message lists, dataset columns (such as `solution`) and `completion_ids` arrive as keyword arguments. They never
+raise (an internal failure scores the item with a neutral value and is counted in `errors`), never evaluate
+model text, and are fast (see docs/rewards.md).
+
+    accuracy       1/0: final answer equals `solution`; None (skip) when the gold cannot be parsed
+    format         1/0: one <think>…</think> block, then one <answer>…</answer> block, nothing else
+    format_strict  1/0: format, plus open-r1's exact newline layout
+    tag_count      0.25 for each R1 tag written exactly once
+    length         Kimi 1.5 length reward within each prompt's group of completions
+    cosine         correctness scaled by length on a cosine schedule
+    repetition     word n-gram repetition penalty
+    overlong       DAPO soft punishment of completions near/over the token limit
+
+Answer extraction and number comparison live in thinktrain.answers.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import logging
+import math
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+
+from . import answers
+
+logger = logging.getLogger(__name__)
+errors = 0  # items scored by the safety net below; tests assert it stays 0
+
+
+def _failed(exc: Exception, default):
+    global errors
+    errors += 1
+    if errors <= 5:
+        logger.warning("reward failed on one completion (%s: %s); scored %r", type(exc).__name__, exc, default)
+    return default
+
+
+# --------------------------------------------------------------------------- completions -> text
+
+
+def _content(content) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, (list, tuple)):  # multimodal parts: [{"type": "text", "text": ...}, ...]
+        parts = [p if isinstance(p, str) else p.get("text") if isinstance(p, dict) else None for p in content]
+        return "".join(p for p in parts if isinstance(p, str))
+    return ""
+
+
+def completion_text(completion) -> str:
+    """A completion as text: a string as is; a message list -> its last assistant message's content."""
+    if isinstance(completion, str):
+        return completion
+    try:
+        messages = [completion] if isinstance(completion, dict) else completion
+        if not isinstance(messages, (list, tuple)):
+            return ""
+        for m in reversed(messages):  # tool-using completions end with the assistant's final turn
+            if isinstance(m, dict) and m.get("role", "assistant") == "assistant":
+                return _content(m.get("content"))
+        return ""
+    except Exception as e:
+        return _failed(e, "")
+
+
+def _texts(completions) -> list[str]:
+    if isinstance(completions, (str, dict)) or completions is None:
+        completions = [completions] if completions is not None else []
+    try:
+        return [completion_text(c) for c in completions]
+    except Exception:  # not iterable
+        return []
+
+
+def _column(values, n: int) -> list:
+    """A dataset column as a list of length n (a scalar is repeated, missing entries are None)."""
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__"):
+        return [values] * n
+    try:
+        values = list(values)[:n]
+    except Exception:
+        return [None] * n
+    return values + [None] * (n - len(values))
+
+
+# --------------------------------------------------------------------------- correctness: accuracy, length, cosine
+
+
+def accuracy_reward(completions, solution=None, **kwargs) -> list[float | None]:
+    """1.0 if the final answer equals `solution`, else 0.0; None when the gold itself cannot be parsed.
+
+    The answer is the last <answer> block, else the final answer in the text (\\boxed{}, '#### N', 'The answer
+    is N', 'A: N', else the last number). Numbers compare exactly; non-numeric golds go to math_verify.
+    """
+    texts = _texts(completions)
+    out = []
+    for text, gold in zip(texts, _column(solution, len(texts))):
+        try:
+            out.append(answers.grade(text, gold))
+        except Exception as e:
+            out.append(_failed(e, None))
+    return out
+
+
+def _lengths(texts: list[str], completion_ids) -> list[int]:
+    """Token counts when TRL passes completion_ids (always, in training), else character counts."""
+    if isinstance(completion_ids, (list, tuple)) and len(completion_ids) == len(texts):
+        try:
+            return [len(ids) for ids in completion_ids]
+        except Exception:
+            pass
+    return [len(t) for t in texts]
+
+
+def _group_key(prompt) -> str | None:
+    try:
+        return prompt if isinstance(prompt, str) else repr(prompt)
+    except Exception:
+        return None
+
+
+def length_reward(completions, solution=None, completion_ids=None, prompts=None, **kwargs) -> list[float | None]:
+    """Kimi 1.5 length reward, within each group of completions of the same prompt (the whole batch if no prompts).
+
+    With lambda = 0.5 - (len - min_len) / (max_len - min_len): correct -> lambda, wrong -> min(0, lambda); all
+    lengths equal -> 0.0. None where the gold cannot be parsed (as accuracy).
+    """
+    texts = _texts(completions)
+    correct = accuracy_reward(texts, solution)
+    lengths = _lengths(texts, completion_ids)
+    groups: dict = {}
+    for i, p in enumerate(_column(prompts, len(texts))):
+        groups.setdefault(_group_key(p), []).append(i)
+    out: list[float | None] = [None] * len(texts)
+    for members in groups.values():
+        lo = min(lengths[i] for i in members)
+        hi = max(lengths[i] for i in members)
+        for i in members:
+            if correct[i] is None:
+                continue
+            lam = 0.0 if hi == lo else 0.5 - (lengths[i] - lo) / (hi - lo)
+            out[i] = float(lam if correct[i] == 1.0 else min(0.0, lam))
+    return out
+
+
+def cosine_reward(
+    completions,
+    solution=None,
+    completion_ids=None,
+    *,
+    min_value_wrong: float = -1.0,
+    max_value_wrong: float = -0.5,
+    min_value_correct: float = 0.5,
+    max_value_correct: float = 1.0,
+    max_len: int = 1000,
+    **kwargs,
+) -> list[float | None]:
+    """Correctness scaled by length on a cosine schedule (open-r1 / "Demystifying Long CoT" App. C.1).
+
+    Correct: max_value_correct at length 0 falling to min_value_correct at max_len; wrong: min_value_wrong at 0
+    rising to max_value_wrong. Lengths past max_len stay at the max_len value (cos would climb back up).
+    """
+    texts = _texts(completions)
+    correct = accuracy_reward(texts, solution)
+    out: list[float | None] = []
+    for ok, length in zip(correct, _lengths(texts, completion_ids)):
+        if ok is None:
+            out.append(None)
+            continue
+        cosine = math.cos(min(length / max_len, 1.0) * math.pi)
+        lo, hi = (min_value_correct, max_value_correct) if ok == 1.0 else (max_value_wrong, min_value_wrong)
+        out.append(float(lo + 0.5 * (hi - lo) * (1.0 + cosine)))
+    return out
+
+
+# --------------------------------------------------------------------------- format: format, format_strict, tag_count
+
+# A chat template that opens the assistant turn with "<think>" (R1-distill, some Qwen3 variants) puts that tag in
+# the prompt, not the completion. With think_prefilled the completion is judged as if it began with it.
+_PREFILL = "<think>\n"
+_LAYOUT_MIDDLE = "\n</think>\n<answer>\n"
+
+
+def _is_formatted(text: str, strict: bool) -> bool:
+    s = text.strip()
+    if not (s.startswith("<think>") and s.endswith("</answer>")):
+        return False
+    if s.count("<think>") != 1 or s.count("</think>") != 1 or s.count("<answer>") != 1 or s.count("</answer>") != 1:
+        return False
+    close, opening = s.find("</think>"), s.find("<answer>")
+    if opening < close or s[close + 8 : opening].strip() or not s[opening + 8 : -9].strip():
+        return False  # something between the blocks, or an empty answer (which would be free format reward)
+    if not strict:
+        return True
+    # open-r1's re.match(r"^<think>\n.*?\n</think>\n<answer>\n.*?\n</answer>$", text, re.DOTALL), by string
+    # operations: the regex backtracks quadratically on repeated tags. `$` also accepts one trailing newline.
+    for t in (text, text[:-1] if text.endswith("\n") else None):
+        if t and t.startswith("<think>\n") and t.endswith("\n</answer>"):
+            if t.find(_LAYOUT_MIDDLE, 8, len(t) - 10) >= 0:
+                return True
+    return False
+
+
+def _format_scores(completions, think_prefilled: bool, strict: bool) -> list[float]:
+    out = []
+    for text in _texts(completions):
+        try:
+            out.append(1.0 if _is_formatted(_PREFILL + text if think_prefilled else text, strict) else 0.0)
+        except Exception as e:
+            out.append(_failed(e, 0.0))
+    return out
+
+
+def format_reward(completions, think_prefilled: bool = False, **kwargs) -> list[float]:
+    """1.0 iff the completion is one <think>…</think> block then one non-empty <answer>…</answer> block, with
+    only whitespace around and between them (any content inside, multi-line fine; no other R1 tags)."""
+    return _format_scores(completions, think_prefilled, strict=False)
+
+
+def format_strict_reward(completions, think_prefilled: bool = False, **kwargs) -> list[float]:
+    """format_reward plus open-r1's layout: exactly "<think>\\n…\\n</think>\\n<answer>\\n…\\n</answer>"."""
+    return _format_scores(completions, think_prefilled, strict=True)
+
+
+def tag_count_reward(completions, think_prefilled: bool = False, **kwargs) -> list[float]:
+    """0.25 for each of "<think>\\n", "\\n</think>\\n", "\\n<answer>\\n", "\\n</answer>" appearing exactly once."""
+    out = []
+    for text in _texts(completions):
+        if think_prefilled:
+            text = _PREFILL + text
+        out.append(0.25 * ((text.count("<think>\n") == 1) + (text.count("\n</think>\n") == 1)
+                           + (text.count("\n<answer>\n") == 1) + (text.count("\n</answer>") == 1)))
+    return out
+
+
+def template_prefills_think(tokenizer) -> bool:
+    """True if the tokenizer's chat template ends the generation prompt with "<think>" (plus whitespace)."""
+    try:
+        rendered = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "What is 1 + 1?"}], tokenize=False, add_generation_prompt=True
+        )
+    except Exception:  # no chat template, or one that needs more than a user turn
+        return False
+    return isinstance(rendered, str) and rendered.rstrip().endswith("<think>")
+
+
+# --------------------------------------------------------------------------- length shaping: repetition, overlong
+
+
+_REPETITION_MAX_WORDS = 50_000
+
+
+def repetition_reward(completions, *, n_grams: int = 3, max_penalty: float = -1.0, **kwargs) -> list[float]:
+    """(1 - unique/total word n-grams) * max_penalty: 0.0 for no repetition, max_penalty for pure repetition.
+
+    Words are whitespace-separated and lowercased, as in open-r1. Only the last 50,000 words count (~65k tokens,
+    more than any completion limit): that bounds the cost on megabyte inputs, and degenerate loops sit at the end.
+    """
+    out = []
+    for text in _texts(completions):
+        words = text.rsplit(None, _REPETITION_MAX_WORDS)  # splits from the end only: cost ~ the words kept
+        if len(words) > _REPETITION_MAX_WORDS:
+            del words[0]  # the unsplit head
+        words = [w.lower() for w in words]
+        total = len(words) - n_grams + 1
+        if total < 1:
+            out.append(0.0)
+            continue
+        unique = len(set(zip(*[words[i:] for i in range(n_grams)])))
+        out.append((1.0 - unique / total) * max_penalty if unique < total else 0.0)
+    return out
+
+
+def overlong_reward(completions, completion_ids=None, *, max_length: int = 512, buffer: int = 256, **kwargs):
+    """DAPO soft overlong punishment on token counts: 0 up to max_length - buffer, then linearly down to -1 at
+    max_length, -1 beyond. None when `completion_ids` is missing (it cannot be judged from text)."""
+    n = len(_texts(completions))
+    out: list[float | None] = []
+    for ids in _column(completion_ids, n):
+        try:
+            length = len(ids)
+        except Exception:
+            out.append(None)
+            continue
+        if length <= max_length - buffer:
+            out.append(0.0)
+        elif length <= max_length:
+            out.append((max_length - buffer - length) / buffer)
+        else:
+            out.append(-1.0)
+    return out
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@dataclass
+class RewardArguments:
+    """Reward parameters: recipe keys of task grpo (names must not collide with GRPOConfig/ModelConfig fields)."""
+
+    think_prefilled: bool | None = field(default=None, metadata={
+        "help": "The chat template opens the assistant turn with <think> (R1-distill, Qwen3): judge format and "
+                "tag_count as if each completion began with it. Unset: detect from the tokenizer's chat template."})
+    cosine_min_value_wrong: float = field(default=-1.0, metadata={
+        "help": "cosine: reward of a wrong answer at length 0."})
+    cosine_max_value_wrong: float = field(default=-0.5, metadata={
+        "help": "cosine: reward of a wrong answer at cosine_max_len (longer wrong answers are punished less)."})
+    cosine_min_value_correct: float = field(default=0.5, metadata={
+        "help": "cosine: reward of a correct answer at cosine_max_len."})
+    cosine_max_value_correct: float = field(default=1.0, metadata={
+        "help": "cosine: reward of a correct answer at length 0 (shorter correct answers earn more)."})
+    cosine_max_len: int = field(default=1000, metadata={
+        "help": "cosine: length where the schedule ends, in completion tokens (characters without completion_ids)."})
+    repetition_n_grams: int = field(default=3, metadata={"help": "repetition: size of the word n-grams compared."})
+    repetition_max_penalty: float = field(default=-1.0, metadata={
+        "help": "repetition: penalty of a completion made only of repeats (<= 0)."})
+    overlong_max_length: int | None = field(default=None, metadata={
+        "help": "overlong: token length scored -1 (and beyond). Unset: max_completion_length."})
+    overlong_buffer: int = field(default=256, metadata={
+        "help": "overlong: punishment ramps from 0 to -1 over the last this-many tokens before overlong_max_length."})
+
+    def __post_init__(self):
+        check_reward_arguments(self)
+
+
+_DEFAULTS = {f.name: f.default for f in fields(RewardArguments)}
+
+
+def check_reward_arguments(args) -> None:
+    """Raise ValueError (one line) for reward parameters that cannot work."""
+    get = lambda key: getattr(args, key, _DEFAULTS[key])  # noqa: E731
+    if not get("cosine_max_len") or get("cosine_max_len") <= 0:
+        raise ValueError(f"cosine_max_len must be > 0, got {get('cosine_max_len')}")
+    if get("repetition_n_grams") < 1:
+        raise ValueError(f"repetition_n_grams must be >= 1, got {get('repetition_n_grams')}")
+    if get("repetition_max_penalty") > 0:
+        raise ValueError(f"repetition_max_penalty must be <= 0 (it is a penalty), got {get('repetition_max_penalty')}")
+    if get("overlong_buffer") < 0:
+        raise ValueError(f"overlong_buffer must be >= 0, got {get('overlong_buffer')}")
+    if get("overlong_max_length") is not None and get("overlong_max_length") <= 0:
+        raise ValueError(f"overlong_max_length must be > 0, got {get('overlong_max_length')}")
+
+
+REWARD_NAMES: tuple[str, ...] = (
+    "accuracy", "format", "format_strict", "tag_count", "length", "cosine", "repetition", "overlong",
+)
+
+
+class UnknownRewardError(ValueError):
+    """A reward name that is neither in REWARD_NAMES nor an importable 'pkg.mod:fn' path (one-line message)."""
+
+
+class NamedReward:
+    """A registry reward: `__name__` is its short name, which TRL logs as rewards/<name>/mean. A class rather than
+    a closure so it pickles (TRL's async rollout worker sends reward functions to a child process)."""
+
+    def __init__(self, name: str, fn: Callable, **params):
+        self.__name__ = name
+        self.fn = fn
+        self.params = params
+
+    def __call__(self, completions, **kwargs):
+        return self.fn(completions, **{**kwargs, **self.params})
+
+    def __repr__(self):
+        return f"NamedReward({self.__name__!r}, {self.fn.__name__}, {self.params})"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _import_reward(path: str) -> Callable:
+    """'pkg.mod:fn' or 'pkg.mod.fn' -> the function; the working directory is importable, as in TRL's scripts."""
+    module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
+    if not module_name or not attr:
+        raise UnknownRewardError(
+            f"reward '{path}': expected a name ({', '.join(REWARD_NAMES)}) or 'pkg.module:function'")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except (Exception, SystemExit) as e:  # any failure of the user's module, even sys.exit at import
+        raise UnknownRewardError(f"cannot import reward '{path}': {type(e).__name__}: {_one_line(e)}") from None
+    fn = getattr(module, attr, None)
+    if fn is None:
+        raise UnknownRewardError(f"cannot load reward '{path}': module '{module_name}' has no '{attr}'")
+    if not callable(fn):
+        raise UnknownRewardError(f"reward '{path}' is not callable (got {type(fn).__name__})")
+    return fn
+
+
+def check_reward_name(name: str) -> None:
+    """Raise UnknownRewardError unless `name` is a registry name or an importable callable's dotted path."""
+    if not isinstance(name, str) or not name.strip():
+        raise UnknownRewardError(f"reward name must be a non-empty string, got {name!r}")
+    if name in REWARD_NAMES:
+        return
+    if ":" in name or "." in name:
+        _import_reward(name)
+        return
+    close = difflib.get_close_matches(name, REWARD_NAMES, n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise UnknownRewardError(f"unknown reward '{name}'{hint}; known: {', '.join(REWARD_NAMES)}")
+
+
+def load_rewards(
+    names: list[str], args=None, tokenizer=None, max_completion_length: int | None = None
+) -> list[Callable]:
+    """Recipe reward names -> callables for GRPOTrainer(reward_funcs=...), in order.
+
+    `args` is a RewardArguments (or any object with its fields; missing ones take the defaults). The tokenizer's
+    chat template decides think_prefilled when it is unset; max_completion_length is overlong's default limit.
+    """
+    args = RewardArguments() if args is None else args
+    check_reward_arguments(args)
+    get = lambda key: getattr(args, key, _DEFAULTS[key])  # noqa: E731
+    prefilled = get("think_prefilled")
+    if prefilled is None and tokenizer is not None and {"format", "format_strict", "tag_count"} & set(names):
+        prefilled = template_prefills_think(tokenizer)
+    prefilled = bool(prefilled)
+
+    out: list[Callable] = []
+    for name in names:
+        check_reward_name(name)
+        if name == "accuracy":
+            out.append(NamedReward(name, accuracy_reward))
+        elif name == "format":
+            out.append(NamedReward(name, format_reward, think_prefilled=prefilled))
+        elif name == "format_strict":
+            out.append(NamedReward(name, format_strict_reward, think_prefilled=prefilled))
+        elif name == "tag_count":
+            out.append(NamedReward(name, tag_count_reward, think_prefilled=prefilled))
+        elif name == "length":
+            out.append(NamedReward(name, length_reward))
+        elif name == "cosine":
+            out.append(NamedReward(
+                name, cosine_reward, min_value_wrong=get("cosine_min_value_wrong"),
+                max_value_wrong=get("cosine_max_value_wrong"), min_value_correct=get("cosine_min_value_correct"),
+                max_value_correct=get("cosine_max_value_correct"), max_len=get("cosine_max_len")))
+        elif name == "repetition":
+            out.append(NamedReward(name, repetition_reward, n_grams=get("repetition_n_grams"),
+                                   max_penalty=get("repetition_max_penalty")))
+        elif name == "overlong":
+            limit = get("overlong_max_length") or max_completion_length
+            buffer = get("overlong_buffer")
+            if not limit:
+                raise ValueError("overlong needs a length limit: set overlong_max_length or max_completion_length")
+            if buffer >= limit:
+                raise ValueError(f"overlong_buffer ({buffer}) must be smaller than the overlong limit ({limit}, "
+                                 "overlong_max_length or max_completion_length)")
+            out.append(NamedReward(name, overlong_reward, max_length=limit, buffer=buffer))
+        else:
+            out.append(_import_reward(name))
+    return out
