@@ -16,10 +16,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# The main job on its embedded offline default: tiny SFT, then GRPO from it (CPU, ~1-2 minutes).
+# The main job on its embedded offline default: tokenizer + pretrain -> SFT -> GRPO (recipes/demo), each stage
+# evaluated on the same 500 held-out problems; $(OUT)/results.json, $(OUT)/report.md, a table (CPU, ~20 minutes).
+# SEED=N reruns every stage with another seed.
 demo: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(PY) src/train.py recipes/tiny/sft.yaml --output_dir $(OUT)/sft
-	HF_HUB_OFFLINE=1 $(PY) src/train.py recipes/tiny/grpo.yaml --model_name_or_path $(OUT)/sft --output_dir $(OUT)/grpo
+	HF_HUB_OFFLINE=1 $(PY) -m thinktrain pipeline --out $(OUT) $(if $(SEED),--seed $(SEED))
 
 # The whole suite, slow and real-data/real-model tests included (CI runs this).
 test: $(VENV)/.installed

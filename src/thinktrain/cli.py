@@ -14,12 +14,14 @@ warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecate
 USAGE = """usage: thinktrain train RECIPE.yaml [--key value ...]
        thinktrain eval --model PATH --dataset NAME_OR_FILE [--split test] [--limit N] [--num_samples k] ...
        thinktrain report OUTPUT_DIR
+       thinktrain pipeline [--out runs/demo] [--seed N]
 
   train     run a recipe (task: pretrain | sft | grpo); every recipe key can be overridden as --key value
             e.g. thinktrain train recipes/tiny/sft.yaml --max_steps 5 --output_dir runs/try
   eval      generate answers to held-out problems and score them (pass@1; pass@k, maj@k with --num_samples k)
             e.g. thinktrain eval --model runs/tiny/sft --dataset synthetic:gsm8k --limit 200 --output eval.json
             (thinktrain eval --help lists every option; see docs/evaluation.md)
+  pipeline  pretrain -> SFT -> GRPO (recipes/demo) with a held-out evaluation after each stage; what make demo runs
   report    OUTPUT_DIR/report.md + PNG curves from the stages' trainer_state.json and OUTPUT_DIR/results.json
 """
 
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         "train": train,
         "eval": lambda rest: _run("evaluation", rest),
         "report": lambda rest: _run("report", rest),
+        "pipeline": lambda rest: _run("pipeline", rest),
     }
     if command not in commands:
         return fail(f"unknown command '{command}'; commands: {', '.join(commands)}")

@@ -195,8 +195,9 @@ def _first_line(e: Exception) -> str:
 # --------------------------------------------------------------------------- parse + validate
 
 
-def parse(argv: list[str] | None = None):
-    """Recipe + overrides -> (task, script_args, training_args, model_args). Raises RecipeError."""
+def parse(argv: list[str] | None = None, check_model: bool = True):
+    """Recipe + overrides -> (task, script_args, training_args, model_args). Raises RecipeError.
+    check_model=False skips checking that model_name_or_path exists (a pipeline's stage not yet trained)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     path, overrides = split_argv(argv)
     config = load_yaml(path) if path else {}
@@ -241,11 +242,11 @@ def parse(argv: list[str] | None = None):
     script_args, training_args, model_args = args
     script_args.task = task
     script_args._recipe_keys = list(config) + [t[2:].split("=")[0] for t in overrides if t.startswith("--")]
-    validate(script_args, training_args, model_args)
+    validate(script_args, training_args, model_args, check_model)
     return task, script_args, training_args, model_args
 
 
-def validate(script_args, training_args, model_args):
+def validate(script_args, training_args, model_args, check_model: bool = True):
     """Checks TRL would only make after loading the model (or never): fail now, in one line."""
     if not model_args.model_name_or_path:
         raise RecipeError("model_name_or_path is missing: set it in the recipe or pass --model_name_or_path")
@@ -277,7 +278,7 @@ def validate(script_args, training_args, model_args):
             raise RecipeError(f"{key}: true needs {package}, which is not installed; pip install "
                               f"'thinktrain[{extra}]' or pass --{key} false")
     check_source("dataset_name", script_args.dataset_name, repo_type="dataset")
-    if model_args.model_name_or_path:
+    if check_model:
         check_source("model_name_or_path", model_args.model_name_or_path, repo_type="model")
 
 

@@ -106,7 +106,32 @@ def accuracy_reward(completions, solution=None, **kwargs) -> list[float | None]:
             out.append(answers.grade(text, gold))
         except Exception as e:
             out.append(_failed(e, None))
+    if callable(kwargs.get("log_metric")):
+        log_group_signal(out, kwargs.get("prompts"), kwargs["log_metric"])
     return out
+
+
+def log_group_signal(scores: list[float | None], prompts, log_metric) -> None:
+    """Does RL have signal? Per step, the share of prompt groups (consecutive completions of one prompt, as TRL
+    lays them out) whose completions were all wrong, all right, or mixed. Only mixed groups carry a GRPO gradient;
+    1 - all_wrong is pass@num_generations on the training prompts. Logged as accuracy/groups_*."""
+    try:
+        keys = [_group_key(p) for p in prompts] if isinstance(prompts, (list, tuple)) else None
+        if not keys or len(keys) != len(scores):
+            return
+        groups, start = [], 0
+        for i in range(1, len(keys) + 1):
+            if i == len(keys) or keys[i] != keys[start]:
+                groups.append([s for s in scores[start:i] if s is not None])
+                start = i
+        groups = [g for g in groups if g]
+        if not groups:
+            return
+        for name, test in (("all_wrong", lambda g: not any(g)), ("all_right", lambda g: all(g)),
+                           ("mixed", lambda g: any(g) and not all(g))):
+            log_metric(f"accuracy/groups_{name}", sum(map(test, groups)) / len(groups))
+    except Exception as e:  # diagnostics must never stop training
+        _failed(e, None)
 
 
 def _lengths(texts: list[str], completion_ids) -> list[int]:

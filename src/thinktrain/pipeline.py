@@ -1,0 +1,122 @@
+"""`thinktrain pipeline [--out runs/demo]` (what `make demo` runs): pretrain -> SFT -> GRPO, offline on a CPU.
+
+Each stage is a recipe in recipes/demo/ run exactly as `thinktrain train` would, starting from the previous
+stage's output; after each, the same held-out problems (synthetic `test` split) are evaluated with the same fixed
+settings (greedy pass@1, then k samples at temperature 1.0). OUT/results.json collects the summaries, OUT/eval/
+the per-problem completions, OUT/report.md the curves; the table is printed at the end. A stage whose output
+and evaluation already exist is skipped, so an interrupted demo continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import time
+from pathlib import Path
+
+from .recipe import RecipeError, parse
+
+STAGES = ("pretrain", "sft", "grpo")
+RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "demo"
+# The held-out evaluation: fixed, whatever the recipes do (docs/pipeline.md).
+EVAL = dict(dataset="synthetic:gsm8k", split="test", limit=500, num_samples=8, temperature=1.0, max_new_tokens=96,
+            batch_size=512, seed=0)
+SUMMARY_KEYS = ("accuracy", "accuracy_lenient", "sampled_accuracy", "pass_at_k", "maj_at_k", "k", "n", "format",
+                "mean_completion_tokens", "truncated", "seconds")
+
+
+class _ArgParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise RecipeError(message)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _ArgParser(prog="thinktrain pipeline", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="runs/demo", help="output folder: <stage>/, eval/, results.json, report.md")
+    p.add_argument("--recipes", default=str(RECIPES), help="folder with pretrain.yaml, sft.yaml, grpo.yaml")
+    p.add_argument("--seed", type=int, default=None, help="seed for every stage (default: each recipe's own)")
+    p.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset, in pipeline order")
+    p.add_argument("--num_samples", type=int, default=EVAL["num_samples"],
+                   help="k samples per held-out problem for sampled pass@1 / pass@k (fewer is faster)")
+    return p
+
+
+def stage_argv(recipes: Path, stage: str, out: Path, previous: Path | None, seed: int | None) -> list[str]:
+    argv = [str(recipes / f"{stage}.yaml"), "--output_dir", str(out / stage)]
+    if previous is not None:
+        argv += ["--model_name_or_path", str(previous)]
+    if seed is not None:
+        argv += ["--seed", str(seed)]
+    return argv
+
+
+def format_results(results: dict) -> str:
+    """The stage table: greedy strict/lenient, sampled pass@1, pass@k, with n and k."""
+    head = f"{'stage':<9} {'greedy':>7} {'lenient':>8} {'sampled':>8} {'pass@k':>7} {'k':>3} {'n':>5} {'minutes':>8}"
+    rows = [head, "-" * len(head)]
+    for stage, r in results.items():
+        pct = lambda key: f"{100 * r[key]:.1f}%" if isinstance(r.get(key), (int, float)) else "-"  # noqa: E731
+        minutes = r.get("train_minutes")
+        rows.append(f"{stage:<9} {pct('accuracy'):>7} {pct('accuracy_lenient'):>8} {pct('sampled_accuracy'):>8} "
+                    f"{pct('pass_at_k'):>7} {r.get('k', '-'):>3} {r.get('n', '-'):>5} "
+                    f"{(f'{minutes:.1f}' if minutes is not None else '-'):>8}")
+    return "\n".join(rows)
+
+
+def main(argv: list[str]) -> int:
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as e:  # --help
+        return int(e.code or 0)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    if not stages or any(s not in STAGES for s in stages) or stages != [s for s in STAGES if s in stages]:
+        raise RecipeError(f"--stages: choose from {', '.join(STAGES)}, in that order (got '{args.stages}')")
+    recipes, out = Path(args.recipes), Path(args.out)
+    for stage in stages:
+        if not (recipes / f"{stage}.yaml").is_file():
+            raise RecipeError(f"--recipes: no {stage}.yaml in {recipes}")
+    parsed = {}  # parse every stage before any runs: a bad recipe fails in a second, not after pretraining
+    for i, stage in enumerate(stages):
+        before = STAGES.index(stage)
+        previous = out / STAGES[before - 1] if before > 0 else None
+        parsed[stage] = parse(stage_argv(recipes, stage, out, previous, args.seed), check_model=i == 0)
+    from accelerate.state import AcceleratorState, PartialState
+
+    from .evaluation import evaluate_model
+
+    out.mkdir(parents=True, exist_ok=True)
+    results_file = out / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    # one system prompt for every stage's evaluation: the SFT recipe's (the format the later stages learn)
+    system_prompt = (parsed.get("sft") or parsed.get("grpo") or parsed[stages[0]])[1].system_prompt
+    evaluation = dict(EVAL, num_samples=args.num_samples, system_prompt=system_prompt)
+    started = time.time()
+    for i, stage in enumerate(stages):
+        task, script_args, training_args, model_args = parsed[stage]
+        stage_dir = out / stage
+        print(f"\n=== [{i + 1}/{len(stages)}] {stage}: {model_args.model_name_or_path} -> {stage_dir} ===", flush=True)
+        if (stage_dir / "config.json").is_file() and stage in results:
+            print(f"already done ({stage_dir} and results.json have it); delete {stage_dir} to rerun", flush=True)
+            continue
+        # accelerate keeps one process-wide state; a stage with another precision (bf16 pretrain -> fp32 SFT)
+        # must start from a clean one, as it would in its own `thinktrain train` process
+        AcceleratorState._reset_state(reset_partial_state=True)
+        PartialState()  # refills the shared state the parsed TrainingArguments point at
+        t = time.time()
+        importlib.import_module(f"thinktrain.{task}").main(script_args, training_args, model_args)
+        train_minutes = (time.time() - t) / 60
+        print(f"--- evaluating {stage} on {evaluation['limit']} held-out problems "
+              f"(greedy + {evaluation['num_samples']} samples at T={evaluation['temperature']}) ---", flush=True)
+        result = evaluate_model(str(stage_dir), **evaluation)
+        (out / "eval").mkdir(exist_ok=True)
+        (out / "eval" / f"{stage}.json").write_text(json.dumps(result, indent=1))
+        results[stage] = {k: result.get(k) for k in SUMMARY_KEYS} | {"train_minutes": round(train_minutes, 2)}
+        results_file.write_text(json.dumps(results, indent=1))
+        print(format_results({stage: results[stage]}), flush=True)
+    from .report import write_report
+
+    report = write_report(out)
+    print(f"\n=== results ({(time.time() - started) / 60:.1f} minutes; report: {report}) ===", flush=True)
+    print(format_results(results), flush=True)
+    return 0

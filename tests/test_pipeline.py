@@ -1,0 +1,98 @@
+"""`thinktrain pipeline`: pretrain -> SFT -> GRPO chained through real trainers, each stage evaluated, results.json,
+report and table; bad input fails before anything trains. Tiny recipes and a small eval keep it to ~a minute."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from thinktrain import pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small_recipes(folder: Path) -> Path:
+    """The demo recipes, shrunk: same keys and chain, a micro model and a few steps."""
+    folder.mkdir()
+    shrink = {
+        "pretrain": dict(model_name_or_path="scratch:micro", max_steps=6, max_length=64, eval_strategy="no",
+                         tokenizer_train_samples=300, max_train_samples=300, per_device_train_batch_size=4),
+        "sft": dict(max_steps=4, max_train_samples=64, per_device_train_batch_size=4),
+        "grpo": dict(max_steps=2, max_train_samples=32, per_device_train_batch_size=8, num_generations=4,
+                     max_completion_length=16, logging_steps=1),
+    }
+    for stage, changes in shrink.items():
+        recipe = yaml.safe_load((ROOT / "recipes/demo" / f"{stage}.yaml").read_text())
+        recipe.update(changes)
+        recipe.pop("max_eval_samples", None)
+        (folder / f"{stage}.yaml").write_text(yaml.safe_dump(recipe))
+    return folder
+
+
+@pytest.mark.slow
+def test_pipeline_chains_stages_evaluates_each_and_reports(tmp_path, run_cli, monkeypatch):
+    monkeypatch.setitem(pipeline.EVAL, "limit", 6)
+    monkeypatch.setitem(pipeline.EVAL, "max_new_tokens", 8)
+    recipes, out = small_recipes(tmp_path / "recipes"), tmp_path / "demo"
+    code, stdout, err = run_cli("pipeline", "--out", out, "--recipes", recipes, "--num_samples", "2")
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert list(results) == ["pretrain", "sft", "grpo"]
+    for stage, r in results.items():
+        assert r["n"] == 6 and r["k"] == 2, stage
+        for key in ("accuracy", "accuracy_lenient", "sampled_accuracy", "pass_at_k"):
+            assert 0.0 <= r[key] <= 1.0, (stage, key)
+        assert (out / "eval" / f"{stage}.json").is_file()
+    # each stage starts from the previous one's output
+    assert yaml.safe_load((out / "sft/recipe.yaml").read_text())["model_name_or_path"] == str(out / "pretrain")
+    assert yaml.safe_load((out / "grpo/recipe.yaml").read_text())["model_name_or_path"] == str(out / "sft")
+    report = (out / "report.md").read_text()
+    assert "## Evaluation" in report and (out / "eval_accuracy.png").is_file() and (out / "curves_grpo.png").is_file()
+    table = stdout.split("=== results")[1]
+    assert all(stage in table for stage in results) and "sampled" in table and "pass@k" in table
+
+    # a rerun skips what is done (an interrupted demo continues)
+    code, stdout, _ = run_cli("pipeline", "--out", out, "--recipes", recipes, "--num_samples", "2")
+    assert code == 0 and stdout.count("already done") == 3
+
+
+def test_group_signal_is_logged_from_the_accuracy_reward():
+    from thinktrain.rewards import accuracy_reward
+
+    logged = {}
+    prompts = ["p1"] * 2 + ["p2"] * 2 + ["p3"] * 2
+    completions = ["<answer>1</answer>", "<answer>1</answer>",  # all right
+                   "<answer>2</answer>", "<answer>1</answer>",  # mixed
+                   "<answer>5</answer>", "<answer>6</answer>"]  # all wrong
+    scores = accuracy_reward(completions, solution=["1"] * 6, prompts=prompts,
+                             log_metric=lambda name, value: logged.setdefault(name, value))
+    assert scores == [1.0, 1.0, 0.0, 1.0, 0.0, 0.0]
+    assert logged == pytest.approx({"accuracy/groups_all_right": 1 / 3, "accuracy/groups_mixed": 1 / 3,
+                                    "accuracy/groups_all_wrong": 1 / 3})
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--stages", "sft,pretrain"], ["--stages", "in that order"]),
+    (["--stages", "dpo"], ["--stages", "choose from pretrain, sft, grpo"]),
+    (["--recipes", "nowhere"], ["--recipes", "no pretrain.yaml in nowhere"]),
+    (["--num_samples", "many"], ["--num_samples", "invalid int value"]),
+])
+def test_pipeline_bad_input_is_one_line_exit_2(run_cli, args, words):
+    code, _, err = run_cli("pipeline", *args)
+    assert code == 2
+    assert err.startswith("thinktrain: error:") and err.count("\n") == 1
+    for word in words:
+        assert word in err
+
+
+def test_a_bad_later_recipe_fails_before_the_first_stage_trains(tmp_path, run_cli, monkeypatch):
+    recipes = small_recipes(tmp_path / "recipes")
+    grpo = yaml.safe_load((recipes / "grpo.yaml").read_text())
+    grpo["reward_funcs"] = ["acuracy"]
+    (recipes / "grpo.yaml").write_text(yaml.safe_dump(grpo))
+    import thinktrain.pretrain
+
+    monkeypatch.setattr(thinktrain.pretrain, "main", lambda *a: pytest.fail("pretrain ran before the check"))
+    code, _, err = run_cli("pipeline", "--out", tmp_path / "out", "--recipes", recipes)
+    assert code == 2 and "unknown reward 'acuracy'" in err
