@@ -116,3 +116,15 @@ def test_nothing_to_report_is_one_line(run_cli, tmp_path, what):
 def test_report_needs_a_folder_argument(run_cli):
     code, _, err = run_cli("report")
     assert code == 2 and "output_dir" in err
+
+
+def test_grpo_figure_shows_whether_rl_has_signal():
+    from thinktrain.report import panels
+
+    history = _grpo_state(2)["log_history"]
+    history[0] |= {"accuracy/groups_all_wrong": 0.3, "accuracy/groups_all_right": 0.1, "accuracy/groups_mixed": 0.6}
+    chosen = dict(panels(history))
+    assert chosen["share of prompt groups"] == ["frac_reward_zero_std", "accuracy/groups_all_wrong",
+                                                "accuracy/groups_all_right"]
+    assert chosen["entropy"] == ["entropy"]
+    assert "entropy" not in dict(panels(_sft_state()["log_history"]))  # SFT's token entropy is not a panel

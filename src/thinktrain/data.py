@@ -54,13 +54,30 @@ def load_raw(name: str, config: str | None = None, streaming: bool = False):
         except ValueError as e:
             raise RecipeError(f"dataset_name '{name}': {e}") from None
     path = Path(name)
-    if path.is_file():
-        fmt = DATA_SUFFIXES.get(path.suffix)
-        if fmt is None:
-            raise RecipeError(f"dataset_name: can't read '{name}': use a {'/'.join(DATA_SUFFIXES)} file")
-        ds = load_dataset(fmt, data_files=str(path), streaming=streaming)
-    else:
-        ds = load_dataset(name, name=config, streaming=streaming)  # a folder, or a Hub id
+    if path.is_file() and DATA_SUFFIXES.get(path.suffix) is None:
+        raise RecipeError(f"dataset_name: can't read '{name}': use a {'/'.join(DATA_SUFFIXES)} file")
+    import logging
+
+    datasets_log = logging.getLogger("datasets")
+    level = datasets_log.level
+    if path.exists():  # its "Failed to load JSON from file ..." would repeat the one line below
+        datasets_log.setLevel(logging.CRITICAL)
+    try:
+        if path.is_file():
+            ds = load_dataset(DATA_SUFFIXES[path.suffix], data_files=str(path), streaming=streaming)
+        else:
+            ds = load_dataset(name, name=config, streaming=streaming)  # a folder, or a Hub id
+    except Exception as e:  # datasets' traceback for an empty or malformed local file: say which and why, in one line
+        if not path.exists():
+            raise
+        if isinstance(e, StopIteration) or "corresponds to no data" in str(e):
+            raise RecipeError(f"dataset_name: '{name}' has no rows; fill it or point dataset_name at another "
+                              f"file") from None
+        why = " ".join(str(e.__cause__ or e).split()) or type(e).__name__
+        raise RecipeError(f"dataset_name: can't read '{name}': {why}; fix it or point dataset_name at "
+                          f"another") from None
+    finally:
+        datasets_log.setLevel(level)
     if isinstance(ds, (DatasetDict, IterableDatasetDict)):
         return ds
     return IterableDatasetDict(train=ds) if streaming else DatasetDict(train=ds)
@@ -196,9 +213,9 @@ def drop_long_prompts(ds, tokenizer, max_prompt_length: int):
 
     before = len(ds)
     ds = ds.filter(fits, desc=f"Dropping prompts > {max_prompt_length} tokens")
+    if len(ds) == 0:  # before the warning: the error alone is the one line
+        raise RecipeError(f"max_prompt_length={max_prompt_length} drops every training prompt; raise it")
     logging.getLogger("thinktrain").warning(
         "max_prompt_length=%d: dropped %d of %d training prompts", max_prompt_length, before - len(ds), before
     )
-    if len(ds) == 0:
-        raise RecipeError(f"max_prompt_length={max_prompt_length} drops every training prompt; raise it")
     return ds

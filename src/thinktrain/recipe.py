@@ -40,6 +40,12 @@ RENAMED = {
     "group_by_length": "nothing (removed by transformers 5)",
     "max_completion_len": "max_completion_length",
 }
+# Numbers that must be > 0 (>= 0 for NON_NEGATIVE) when set: TRL/transformers accept 0 or -1 and fail after the
+# model loads (an empty batch, a division by zero) or, for a negative learning rate, train the wrong way.
+POSITIVE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+            "num_train_epochs", "max_length", "max_completion_length", "max_prompt_length", "max_train_samples",
+            "max_eval_samples", "temperature")
+NON_NEGATIVE = ("learning_rate",)
 
 
 class RecipeError(Exception):
@@ -153,6 +159,8 @@ def _check_key(key: str, actions: dict, task: str, where: str):
 
 def _coerce(action: argparse.Action, key: str, value):
     """Convert a YAML value with the same type function argparse uses for the CLI, so both agree."""
+    if isinstance(value, dict) and (action.type in (int, float) or "bool" in getattr(action.type, "__name__", "")):
+        raise RecipeError(f"recipe key '{key}': expected a single value, got a mapping")  # only dict fields take one
     if value is None or action.type is None or isinstance(value, dict):
         return value
     if action.nargs in ("+", "*"):
@@ -201,7 +209,10 @@ def parse(argv: list[str] | None = None, check_model: bool = True):
     argv = sys.argv[1:] if argv is None else list(argv)
     path, overrides = split_argv(argv)
     config = load_yaml(path) if path else {}
-    for key, value in (config.pop("env", None) or {}).items():  # TrlParser's `env:` block
+    env = config.pop("env", None) or {}
+    if not isinstance(env, dict):
+        raise RecipeError(f"recipe key 'env': expected a mapping of VARIABLE: value, got a {type(env).__name__}")
+    for key, value in env.items():  # TrlParser's `env:` block
         os.environ[key] = str(value)
 
     task = config.get("task", "sft")
@@ -253,6 +264,12 @@ def validate(script_args, training_args, model_args, check_model: bool = True):
     if not script_args.dataset_name:
         raise RecipeError("dataset_name is missing: a hub id, a local .jsonl/.json/.parquet/.csv file or folder, "
                           "or synthetic:gsm8k")
+    for key in POSITIVE + NON_NEGATIVE:
+        value = next((getattr(a, key) for a in (script_args, training_args) if hasattr(a, key)), None)
+        if value is not None and (value < 0 or (value == 0 and key in POSITIVE)):
+            sign = "positive" if key in POSITIVE else "non-negative"
+            raise RecipeError(f"{key}: expected a {sign} number, got {value!r}; fix it, or remove the key for the "
+                              f"default")
     if script_args.task == "grpo":
         from .rewards import check_reward_name
 
@@ -298,7 +315,7 @@ def check_source(key: str, value: str, repo_type: str):
     if offline or not _hub_reachable():
         why = "HF_HUB_OFFLINE is set" if offline else "huggingface.co cannot be reached"
         raise RecipeError(f"{key}: '{value}' is a Hugging Face Hub id, but {why} and it is not in the local cache; "
-                          f"pass a local path (--{key} PATH) or go online")
+                          f"pass a local path (--{key.lstrip('-')} PATH) or go online")
 
 
 def _hub_cached(repo_id: str, repo_type: str) -> bool:

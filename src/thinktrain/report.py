@@ -3,7 +3,8 @@
 Stages are OUTPUT_DIR's subfolders with a `trainer_state.json` (the final one, else the newest checkpoint's):
 pretrain/, sft/, grpo/, ... (OUTPUT_DIR itself counts when it is a single run's folder). Each gets a figure:
 loss (and eval_loss); for GRPO also the reward with each component (`rewards/<name>/mean`),
-`frac_reward_zero_std` (share of prompt groups with no learning signal) and `completions/mean_length`.
+`frac_reward_zero_std` (share of prompt groups with no learning signal) with the all-wrong / all-right split,
+token entropy, and `completions/mean_length`.
 `OUTPUT_DIR/results.json` = {"sft": {accuracy, accuracy_lenient, sampled_accuracy, pass_at_k, k, n}, ...}
 (e.g. evaluate_model's output per stage) becomes a table and a bar chart. Whatever is missing is skipped.
 """
@@ -47,7 +48,11 @@ def panels(history: list[dict]) -> list[tuple[str, list[str]]]:
     keys = {k for h in history for k in h}
     out = [("loss", [k for k in ("loss", "eval_loss") if k in keys])]
     out.append(("reward", [k for k in ["reward", *sorted(k for k in keys if _COMPONENT.match(k))] if k in keys]))
-    out.append(("frac_reward_zero_std", [k for k in ("frac_reward_zero_std",) if k in keys]))
+    # is there RL signal? groups whose samples all score the same teach nothing (rewards.log_group_signal)
+    signal = ("frac_reward_zero_std", "accuracy/groups_all_wrong", "accuracy/groups_all_right")
+    out.append(("share of prompt groups", [k for k in signal if k in keys]))
+    if any(_COMPONENT.match(k) for k in keys):  # GRPO: entropy falling = sharpening, rising = collapse
+        out.append(("entropy", [k for k in ("entropy",) if k in keys]))
     out.append(("completion length (tokens)", [k for k in ("completions/mean_length",) if k in keys]))
     return [(title, ks) for title, ks in out if ks]
 
