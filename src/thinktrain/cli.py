@@ -1,4 +1,5 @@
-"""Command line: `thinktrain train RECIPE.yaml [--key value ...]`, `thinktrain eval ...`, `thinktrain report DIR`
+"""Command line: `thinktrain train RECIPE.yaml [--key value ...]`, `thinktrain eval ...`, `thinktrain report DIR`,
+`thinktrain merge ADAPTER OUT`
 (also `python -m thinktrain`; src/train.py runs `train`)."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ USAGE = """usage: thinktrain train RECIPE.yaml [--key value ...]
        thinktrain eval --model PATH --dataset NAME_OR_FILE [--split test] [--limit N] [--num_samples k] ...
        thinktrain report OUTPUT_DIR
        thinktrain pipeline [--out runs/demo] [--seed N]
+       thinktrain merge ADAPTER_DIR OUT_DIR
 
   train     run a recipe (task: pretrain | sft | grpo); every recipe key can be overridden as --key value
             e.g. thinktrain train recipes/tiny/sft.yaml --max_steps 5 --output_dir runs/try
@@ -22,6 +24,7 @@ USAGE = """usage: thinktrain train RECIPE.yaml [--key value ...]
             e.g. thinktrain eval --model runs/tiny/sft --dataset synthetic:gsm8k --limit 200 --output eval.json
             (thinktrain eval --help lists every option; see docs/evaluation.md)
   pipeline  pretrain -> SFT -> GRPO (recipes/demo) with a held-out evaluation after each stage; what make demo runs
+  merge     fold a LoRA adapter (a use_peft run's output_dir) into its base model -> a full model + tokenizer
   report    OUTPUT_DIR/report.md + PNG curves from the stages' trainer_state.json and OUTPUT_DIR/results.json
 """
 
@@ -55,7 +58,7 @@ def _run(module: str, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE, end="")
+        print(USAGE, end="", file=sys.stdout if argv else sys.stderr)  # no command is a mistake: stderr, exit 2
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     commands = {
@@ -63,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval": lambda rest: _run("evaluation", rest),
         "report": lambda rest: _run("report", rest),
         "pipeline": lambda rest: _run("pipeline", rest),
+        "merge": lambda rest: _run("merge", rest),
     }
     if command not in commands:
         return fail(f"unknown command '{command}'; commands: {', '.join(commands)}")

@@ -106,6 +106,8 @@ def load(script_args, training_args, tokenizer=None):
         out[role] = shape(ds, script_args)
     if script_args.task == "grpo" and script_args.max_prompt_length and tokenizer is not None:
         out["train"] = drop_long_prompts(out["train"], tokenizer, script_args.max_prompt_length)
+    if script_args.task == "sft" and getattr(training_args, "assistant_only_loss", False) and tokenizer is not None:
+        out = assistant_only_without_markers(out, tokenizer, training_args)
     return out["train"], out.get("eval")
 
 
@@ -158,6 +160,43 @@ def to_sft(ds, script_args):
         return {"prompt": _prompt(row[q], system), "completion": [{"role": "assistant", "content": completion}]}
 
     return ds.map(shape, remove_columns=cols, desc="Shaping worked solutions")
+
+
+def assistant_only_without_markers(splits: dict, tokenizer, training_args) -> dict:
+    """assistant_only_loss needs `{% generation %}` markers in the chat template, and TRL can patch only the
+    templates it knows; others (SmolLM2's ChatML, most community models) fail inside the trainer, after the model
+    loaded. A conversation whose only assistant turn is its last needs no markers: as prompt + completion, TRL's
+    completion-only loss trains on exactly that turn (its end-of-turn token included)."""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    template = getattr(tokenizer, "chat_template", None)
+    if "messages" not in (splits["train"].column_names or []) or training_args.chat_template_path or not template:
+        return splits
+    if has_generation_markers(template):
+        return splits
+    try:
+        get_training_chat_template(tokenizer)
+        return splits  # TRL swaps in its training version of this template
+    except ValueError:
+        pass
+
+    def single_final_turn(messages) -> bool:
+        roles = [m.get("role") for m in messages]
+        return roles.count("assistant") == 1 and roles[-1] == "assistant"
+
+    if any(hasattr(ds, "__len__") and not all(map(single_final_turn, ds["messages"])) for ds in splits.values()):
+        raise RecipeError(
+            "assistant_only_loss: the model's chat template has no {% generation %} markers and TRL cannot "
+            "patch it, and conversations with several assistant turns need them; set chat_template_path to a "
+            "template with markers, or assistant_only_loss: false"
+        )
+    training_args.assistant_only_loss = False
+    training_args.completion_only_loss = True
+    print("  note       chat template has no {% generation %} markers: each conversation's final assistant turn "
+          "is trained as a completion (the same assistant-only loss)", flush=True)
+    return {role: ds.map(lambda r: {"prompt": r["messages"][:-1], "completion": r["messages"][-1:]},
+                         remove_columns=["messages"], desc="Splitting off the assistant turn")
+            for role, ds in splits.items()}
 
 
 def load_text(script_args, training_args):

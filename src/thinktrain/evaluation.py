@@ -22,7 +22,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import NamedTuple
 
-from .recipe import RecipeError, check_source
+from .recipe import ArgParser, RecipeError, check_source
 
 METRIC = Path(__file__).parent / "metrics" / "gsm8k_accuracy"
 BREAKDOWN_COLUMNS = ("steps", "template")  # per-difficulty tables when the data has them (synthetic does)
@@ -403,13 +403,8 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-class _ArgParser(argparse.ArgumentParser):
-    def error(self, message):  # one line through RecipeError, like `thinktrain train`
-        raise RecipeError(message)
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _ArgParser(prog="thinktrain eval", description="Evaluate a causal LM on GSM8K-style problems "
+    p = ArgParser(prog="thinktrain eval", description="Evaluate a causal LM on GSM8K-style problems "
                    "(pass@1 greedy; with --num_samples k > 1 also sampled accuracy, pass@k, maj@k).")
     p.add_argument("--model", required=True, help="checkpoint folder (e.g. runs/tiny/sft) or Hub id")
     p.add_argument("--dataset", required=True,

@@ -15,7 +15,7 @@ import json
 import time
 from pathlib import Path
 
-from .recipe import RecipeError, parse
+from .recipe import ArgParser, RecipeError, parse
 
 STAGES = ("pretrain", "sft", "grpo")
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "demo"
@@ -26,13 +26,8 @@ SUMMARY_KEYS = ("accuracy", "accuracy_lenient", "sampled_accuracy", "pass_at_k",
                 "mean_completion_tokens", "truncated", "seconds")
 
 
-class _ArgParser(argparse.ArgumentParser):
-    def error(self, message):
-        raise RecipeError(message)
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _ArgParser(prog="thinktrain pipeline", description=__doc__.split("\n\n")[0])
+    p = ArgParser(prog="thinktrain pipeline", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/demo", help="output folder: <stage>/, eval/, results.json, report.md")
     p.add_argument("--recipes", default=str(RECIPES), help="folder with pretrain.yaml, sft.yaml, grpo.yaml")
     p.add_argument("--seed", type=int, default=None, help="seed for every stage (default: each recipe's own)")

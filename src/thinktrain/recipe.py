@@ -104,6 +104,13 @@ class _Parser(TrlParser):
         raise RecipeError(message)
 
 
+class ArgParser(argparse.ArgumentParser):
+    """argparse for the other commands (eval, pipeline, report, merge): errors as one line, exit code 2."""
+
+    def error(self, message):
+        raise RecipeError(message)
+
+
 # --------------------------------------------------------------------------- reading the YAML
 
 

@@ -11,12 +11,11 @@ token entropy, and `completions/mean_length`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
 
-from .recipe import RecipeError
+from .recipe import ArgParser, RecipeError
 
 STAGE_ORDER = ("pretrain", "sft", "grpo")
 EVAL_COLUMNS = {"accuracy": "pass@1", "accuracy_lenient": "lenient", "sampled_accuracy": "sampled",
@@ -177,13 +176,8 @@ def write_report(out_dir) -> Path:
     return path
 
 
-class _ArgParser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit code 2, like every thinktrain command
-        raise RecipeError(message)
-
-
 def main(argv: list[str]) -> int:
-    p = _ArgParser(prog="thinktrain report", description="report.md + PNG curves for a pipeline's output folder.")
+    p = ArgParser(prog="thinktrain report", description="report.md + PNG curves for a pipeline's output folder.")
     p.add_argument("output_dir", help="a pipeline's output folder (pretrain/, sft/, grpo/, results.json)")
     try:
         args = p.parse_args(argv)
