@@ -35,9 +35,11 @@ def fail(message: str) -> int:
 
 
 def train(argv: list[str]) -> int:
+    from .distributed import prepare_cpu_processes
     from .recipe import RecipeError, parse
 
     try:
+        prepare_cpu_processes()  # several launched processes on a GPU-less machine: make them one gloo group
         task, script_args, training_args, model_args = parse(argv)
         importlib.import_module(f"thinktrain.{task}").main(script_args, training_args, model_args)
     except RecipeError as e:

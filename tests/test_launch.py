@@ -1,0 +1,124 @@
+"""accelerate launches with the configs in accelerate_configs/, on this CPU machine with 2 processes: they must
+really run 2 processes (world_size=2 in the header) and train the same as one process with the same global batch.
+DeepSpeed ZeRO-2/3 run on CPU through thinktrain.distributed's gloo workaround; FSDP is refused in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ACCELERATE = Path(sys.executable).parent / "accelerate"
+pytestmark = pytest.mark.slow
+
+
+def launch(config: str | None, *args, processes: int = 2) -> subprocess.CompletedProcess:
+    if config is None:  # one plain process
+        cmd = [sys.executable, str(ROOT / "src/train.py"), *map(str, args)]
+    else:
+        cmd = [str(ACCELERATE), "launch", "--config_file", str(ROOT / "accelerate_configs" / f"{config}.yaml"),
+               "--num_processes", str(processes), "--mixed_precision", "no",
+               str(ROOT / "src/train.py"), *map(str, args)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+
+
+def losses(out: Path) -> list[float]:
+    return [h["loss"] for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+
+
+def sft(out: Path, model: str = "scratch:micro", per_device: int = 8) -> list:
+    return [ROOT / "recipes/tiny/sft.yaml", "--model_name_or_path", model, "--output_dir", out, "--max_steps", "4",
+            "--logging_steps", "1", "--per_device_train_batch_size", per_device, "--ddp_find_unused_parameters",
+            "false"]
+
+
+@pytest.fixture(scope="module")
+def single_sft(tmp_path_factory, tiny_model_dir) -> dict:
+    """One process, batch 16: the reference for 2 processes x 8."""
+    out = {}
+    for name, model in (("scratch", "scratch:micro"), ("saved", str(tiny_model_dir))):
+        d = tmp_path_factory.mktemp(f"single-{name}")
+        proc = launch(None, *sft(d, model, per_device=16))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out[name] = losses(d)
+    return out
+
+
+def test_multi_cpu_runs_two_processes_with_the_losses_of_one(tmp_path, single_sft):
+    proc = launch("multi_cpu", *sft(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world_size=2 on cpu" in proc.stdout
+    assert "8 per device x 1 accumulation x 2 = 16 sequences per step" in proc.stdout
+    assert losses(tmp_path) == pytest.approx(single_sft["scratch"], abs=1e-5)
+
+
+def test_multi_cpu_grpo(tmp_path):
+    # Sampling is per process, so a 2-process GRPO run draws other completions than one process would: the check
+    # is that both processes share one run (world size, global batch) and it trains and saves.
+    proc = launch("multi_cpu", ROOT / "recipes/tiny/grpo.yaml", "--output_dir", tmp_path, "--max_steps", "2",
+                  "--per_device_train_batch_size", "4", "--logging_steps", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world_size=2 on cpu" in proc.stdout and "4 per device x 1 accumulation x 2 = 8 completions" in proc.stdout
+    assert len(losses(tmp_path)) == 2 and (tmp_path / "model.safetensors").is_file()
+
+
+def test_deepspeed_zero2_on_cpu_matches_one_process(tmp_path, single_sft):
+    proc = launch("zero2", *sft(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world_size=2 on cpu" in proc.stdout
+    assert losses(tmp_path) == pytest.approx(single_sft["scratch"], abs=1e-5)
+    assert (tmp_path / "model.safetensors").is_file()
+
+
+def test_deepspeed_zero3_on_cpu_saves_a_consolidated_model(tmp_path, single_sft, tiny_model_dir):
+    """From a saved checkpoint (ZeRO-3 initialises a scratch model partitioned, with other random draws)."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    proc = launch("zero3", *sft(tmp_path, str(tiny_model_dir)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world_size=2 on cpu" in proc.stdout
+    assert losses(tmp_path) == pytest.approx(single_sft["saved"], abs=1e-4)
+    # one file with every full-size tensor (not ZeRO shards), that plain transformers loads
+    saved = load_file(tmp_path / "model.safetensors")
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    for name, tensor in saved.items():
+        assert tensor.shape == reference[name].shape, name
+    model = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert not torch.equal(model.state_dict()["model.embed_tokens.weight"], reference["model.embed_tokens.weight"])
+
+
+def test_deepspeed_zero3_grpo_on_cpu(tmp_path):
+    proc = launch("zero3", ROOT / "recipes/tiny/grpo.yaml", "--output_dir", tmp_path, "--max_steps", "2",
+                  "--per_device_train_batch_size", "4", "--logging_steps", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world_size=2 on cpu" in proc.stdout and "8 completions per step" in proc.stdout
+    assert len(losses(tmp_path)) == 2 and (tmp_path / "model.safetensors").is_file()
+
+
+def test_fsdp_config_loads_and_is_refused_on_cpu_in_one_line(tmp_path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(ROOT / "accelerate_configs/fsdp.yaml"))
+    assert config.distributed_type == "FSDP" and config.fsdp_config["fsdp_version"] == 2
+    proc = launch("fsdp", *sft(tmp_path))
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("thinktrain: error:")]
+    assert errors and "FSDP needs GPUs" in errors[0] and "multi_cpu.yaml" in errors[0]
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("name", ["ddp", "zero2", "zero3", "zero3_offload", "fsdp", "multi_cpu"])
+def test_every_config_loads(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(ROOT / "accelerate_configs" / f"{name}.yaml"))
+    assert config.num_processes == (2 if name == "multi_cpu" else 8)
+    assert config.mixed_precision == ("no" if name == "multi_cpu" else "bf16")
