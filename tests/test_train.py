@@ -65,8 +65,10 @@ def test_auto_resume_picks_last_complete_checkpoint(tmp_path, run_cli):
 @pytest.mark.parametrize("recipe,extra", [
     ("recipes/sft_gsm8k.yaml", ["--max_steps", "2", "--eval_strategy", "no"]),
     ("recipes/grpo_gsm8k.yaml", ["--max_steps", "1", "--use_vllm", "false"]),
-    # bitsandbytes is the optional qlora extra; the LoRA path is what this checks
-    ("recipes/grpo_gsm8k_lora.yaml", ["--max_steps", "1", "--load_in_4bit", "false"]),
+    ("recipes/grpo_gsm8k_lora.yaml", ["--max_steps", "1", "--load_in_4bit", "false"]),  # LoRA
+    ("recipes/grpo_gsm8k_lora.yaml", ["--max_steps", "1"]),  # QLoRA: bitsandbytes 4-bit nf4 base, on CPU
+    ("recipes/grpo_gsm8k_lora.yaml", ["--max_steps", "1", "--load_in_4bit", "false", "--load_in_8bit", "true",
+                                      "--use_bnb_nested_quant", "false"]),  # 8-bit base
 ])
 def test_gpu_recipes_run_on_cpu_with_overrides(tmp_path, run_cli, tiny_model_dir, gsm8k_sample, recipe, extra):
     out = tmp_path / "out"

@@ -301,6 +301,12 @@ def validate(script_args, training_args, model_args, check_model: bool = True):
         if on and importlib.util.find_spec(package) is None:
             raise RecipeError(f"{key}: true needs {package}, which is not installed; pip install "
                               f"'thinktrain[{extra}]' or pass --{key} false")
+    evaluating = str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)) != "no"
+    if model_args.load_in_4bit and evaluating and (training_args.use_cpu or not _has_bf16_accelerator()):
+        # measured (NOTES-cpu-stack): after an eval-mode forward, CPU 4-bit training crashes (Qwen2) or computes
+        # wrong gradients without an error (Llama); 8-bit is unaffected
+        raise RecipeError("load_in_4bit on CPU: bitsandbytes 4-bit training breaks after an evaluation (eval-mode "
+                          "forward); set eval_strategy: no, or use load_in_8bit on CPU")
     check_source("dataset_name", script_args.dataset_name, repo_type="dataset")
     if check_model:
         check_source("model_name_or_path", model_args.model_name_or_path, repo_type="model")
