@@ -23,6 +23,7 @@ def main(script_args, training_args, model_args):
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
+        callbacks=run.callbacks(script_args, training_args),
         peft_config=get_peft_config(model_args),
         quantization_config=get_quantization_config(model_args),
     )

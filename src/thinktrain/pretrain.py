@@ -182,6 +182,7 @@ def main(script_args, training_args, model_args):
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
+        callbacks=run.callbacks(script_args, training_args),
     )
     block = training_args.max_length
     fpt = flops_per_token(trainer.model, block)

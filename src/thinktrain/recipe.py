@@ -76,6 +76,14 @@ class RecipeArguments(ScriptArguments):
     auto_resume: bool = field(
         default=True, metadata={"help": "Resume from the last checkpoint in output_dir when there is one."}
     )
+    push_revisions: bool = field(
+        default=True,
+        metadata={"help": "With push_to_hub: upload each checkpoint to its own branch checkpoint-<step> in the "
+                          "background (main gets the final model only)."},
+    )
+    license: str | None = field(
+        default=None, metadata={"help": "License tag of the pushed model card (e.g. apache-2.0); default 'other'."}
+    )
 
 
 @dataclass
@@ -308,6 +316,10 @@ def validate(script_args, training_args, model_args, check_model: bool = True):
         raise RecipeError("load_in_4bit on CPU: bitsandbytes 4-bit training breaks after an evaluation (eval-mode "
                           "forward); set eval_strategy: no, or use load_in_8bit on CPU")
     check_source("dataset_name", script_args.dataset_name, repo_type="dataset")
+    if training_args.push_to_hub:  # seconds now, not a failed push after hours of training
+        from .hub import preflight
+
+        training_args.hub_model_id = preflight(training_args)  # namespace/name, as the checks resolved it
     if check_model:
         check_source("model_name_or_path", model_args.model_name_or_path, repo_type="model")
 

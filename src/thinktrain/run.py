@@ -67,10 +67,25 @@ def checkpoint_to_resume(script_args, training_args) -> str | None:
     return str(last)
 
 
+def callbacks(script_args, training_args) -> list:
+    """Callbacks thinktrain adds to a trainer: checkpoint revisions on the Hub."""
+    if not (training_args.push_to_hub and script_args.push_revisions):
+        return []
+    from .hub import PushRevisions, repo_id
+
+    # Each checkpoint goes to its own branch; the Trainer's own checkpoint pushes would duplicate them on main.
+    from transformers.trainer_utils import HubStrategy
+
+    training_args.hub_strategy = HubStrategy.END
+    return [PushRevisions(repo_id(training_args), token=training_args.hub_token)]
+
+
 def finish(trainer, train_result, script_args, training_args, model_args):
     """Save model (or adapter) + tokenizer, the resolved recipe, metrics and state; push; close the trainer."""
     out = Path(training_args.output_dir)
-    trainer.save_model(str(out))
+    # _internal_call: with push_to_hub, save_model would push right away, before the card and recipe exist; the
+    # one final push is below
+    trainer.save_model(str(out), _internal_call=True)
     metrics = dict(train_result.metrics)
     if hasattr(trainer.train_dataset, "__len__"):  # a streamed dataset has no length
         metrics["train_samples"] = len(trainer.train_dataset)
@@ -83,6 +98,11 @@ def finish(trainer, train_result, script_args, training_args, model_args):
         (out / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
         print(f"saved {'adapter' if model_args.use_peft else 'model'} + tokenizer + recipe.yaml to {out}", flush=True)
     if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+        if trainer.is_world_process_zero():
+            from .hub import model_card
+
+            (out / "README.md").write_text(model_card(script_args, training_args, model_args, metrics, recipe))
+            trainer.create_model_card = lambda *a, **k: None  # keep ours: TRL's generic card would overwrite it
+        trainer.push_to_hub(commit_message="thinktrain: final model")
     trainer.end()  # finish trackers, destroy the process group (avoids a rare SIGABRT at exit under gloo)
     return metrics
