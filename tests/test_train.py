@@ -65,6 +65,8 @@ def test_auto_resume_picks_last_complete_checkpoint(tmp_path, run_cli):
 @pytest.mark.parametrize("recipe,extra", [
     ("recipes/sft_gsm8k.yaml", ["--max_steps", "2", "--eval_strategy", "no"]),
     ("recipes/grpo_gsm8k.yaml", ["--max_steps", "1", "--use_vllm", "false"]),
+    ("recipes/sft_gsm8k.yaml", ["--max_steps", "2", "--eval_strategy", "no", "--use_peft", "true",
+                                "--load_in_4bit", "true", "--lora_target_modules", "q_proj", "v_proj"]),  # SFT QLoRA
     ("recipes/grpo_gsm8k_lora.yaml", ["--max_steps", "1", "--load_in_4bit", "false"]),  # LoRA
     ("recipes/grpo_gsm8k_lora.yaml", ["--max_steps", "1"]),  # QLoRA: bitsandbytes 4-bit nf4 base, on CPU
     ("recipes/grpo_gsm8k_lora.yaml", ["--max_steps", "1", "--load_in_4bit", "false", "--load_in_8bit", "true",
@@ -75,7 +77,7 @@ def test_gpu_recipes_run_on_cpu_with_overrides(tmp_path, run_cli, tiny_model_dir
     code, stdout, err = run_cli("train", ROOT / recipe, "--model_name_or_path", tiny_model_dir,
                                 "--dataset_name", gsm8k_sample, "--output_dir", out, *CPU, *extra)
     assert code == 0, err
-    saved = "adapter_model.safetensors" if "lora" in recipe else "model.safetensors"
+    saved = "adapter_model.safetensors" if "lora" in recipe or "--use_peft" in extra else "model.safetensors"
     assert (out / saved).is_file()
     assert "train_loss" in json.loads((out / "train_results.json").read_text())
 

@@ -122,12 +122,29 @@ class ArgParser(argparse.ArgumentParser):
 # --------------------------------------------------------------------------- reading the YAML
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice (PyYAML silently keeps the last one: a recipe with two
+    learning_rate lines would train with whichever came last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise RecipeError(f"line {key_node.start_mark.line + 1}: key '{key}' is set twice (first on line "
+                                  f"{seen[key]}); keep one")
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
 def load_yaml(path: str) -> dict:
     p = Path(path)
     if not p.is_file():
         raise RecipeError(f"recipe file not found: {path} (pass a YAML file, e.g. recipes/tiny/sft.yaml)")
     try:
-        config = yaml.safe_load(p.read_text())  # safe: a recipe can never construct Python objects
+        config = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)  # safe: never constructs Python objects
+    except RecipeError as e:
+        raise RecipeError(f"{path}: {e}") from None
     except yaml.constructor.ConstructorError as e:
         raise RecipeError(f"{path}: YAML tag not allowed ({e.problem}); recipes hold plain values only") from None
     except yaml.YAMLError as e:
@@ -245,6 +262,8 @@ def parse(argv: list[str] | None = None, check_model: bool = True):
         _check_key(str(key), actions, task, "recipe key")
     options = {s.lstrip("-"): a for a in parser._actions for s in a.option_strings}
     for tok in overrides:
+        if tok.startswith("--") and not tok[2:].split("=", 1)[0]:
+            raise RecipeError(f"unknown option '{tok}'; options look like --key value")
         if tok.startswith("--"):
             _check_key(tok[2:].split("=", 1)[0], options, task, "option")
         elif tok.startswith("-") and not re.fullmatch(r"-[\d.]+(e-?\d+)?", tok):

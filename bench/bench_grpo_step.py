@@ -1,0 +1,131 @@
+"""Where a GRPO step's time goes: generation, reward scoring, the other forward passes, backward, optimizer.
+
+    .venv/bin/python bench/bench_grpo_step.py [--model runs/demo/sft] [--steps 12] [--recipe recipes/demo/grpo.yaml]
+
+Runs the recipe through thinktrain's own GRPO path (thinktrain.grpo.main) for --steps steps and times each part
+of every step after the first (warm-up) with TRL's own profiling hooks (`profiling_context`, which TRL calls
+around generation, each reward function and every forward pass) plus a callback around the optimizer step:
+
+    generation   transformers.generate (sampling num_generations completions per prompt)
+    rewards      GRPOTrainer._calculate_rewards (every reward function, including thinktrain's logging)
+    scoring fwd  the rest of generate-and-score: reference/old log-probs, advantages, padding, bookkeeping
+    loss fwd     GRPOTrainer.compute_loss (policy forward + loss)
+    backward     training_step minus the two above
+    optimizer    gradient clipping, AdamW step, scheduler, zero_grad (on_pre_optimizer_step -> on_step_end)
+    other        the Trainer loop outside those (data loading, callbacks, logging)
+
+Use an SFT checkpoint for realistic completion lengths (a random model never stops, so every step generates the
+full max_completion_length); `make demo` leaves one in runs/demo/sft. Alone on the machine: times taken beside
+another CPU job are meaningless on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default=str(ROOT / "runs/demo/sft"), help="model to train (default: the demo's SFT)")
+    p.add_argument("--recipe", default=str(ROOT / "recipes/demo/grpo.yaml"))
+    p.add_argument("--steps", type=int, default=12, help="GRPO steps; the first is warm-up and not counted")
+    p.add_argument("overrides", nargs="*", help="extra recipe overrides, e.g. -- --per_device_train_batch_size 64")
+    a = p.parse_args()
+    if not Path(a.model).is_dir() and not a.model.startswith("scratch:"):
+        sys.exit(f"bench_grpo_step: error: no model at {a.model}; run `make demo` first or pass --model PATH")
+
+    import trl.extras.profiling as profiling
+    from transformers import TrainerCallback
+    from trl import GRPOTrainer
+
+    from thinktrain import grpo
+    from thinktrain.recipe import parse
+
+    spans: dict[str, float] = collections.defaultdict(float)  # name -> seconds within the current step
+    original_log = profiling.ProfilingContext._log_metrics
+
+    def record(self, duration):
+        spans[self.name] += duration
+        original_log(self, duration)
+
+    profiling.ProfilingContext._log_metrics = record
+
+    steps: list[dict[str, float]] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            spans.clear()
+            self.t0 = time.perf_counter()
+
+        def on_pre_optimizer_step(self, args, state, control, **kw):
+            self.t_opt = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            t1 = time.perf_counter()
+            steps.append({**spans, "optimizer": t1 - self.t_opt, "step": t1 - self.t0})
+
+    init = GRPOTrainer.__init__
+
+    def init_with_timer(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.add_callback(StepTimer())
+
+    GRPOTrainer.__init__ = init_with_timer
+    # Time the whole training_step (prepare_inputs + compute_loss + backward) to get backward by difference.
+    training_step = GRPOTrainer.training_step
+
+    def timed_training_step(self, *args, **kwargs):
+        t = time.perf_counter()
+        out = training_step(self, *args, **kwargs)
+        spans["training_step"] += time.perf_counter() - t
+        return out
+
+    GRPOTrainer.training_step = timed_training_step
+
+    with tempfile.TemporaryDirectory() as out:
+        argv = [a.recipe, "--model_name_or_path", a.model, "--max_steps", str(a.steps), "--output_dir", out,
+                "--logging_steps", "1000", *a.overrides]
+        _, script_args, training_args, model_args = parse(argv)
+        grpo.main(script_args, training_args, model_args)
+
+    rows = collections.defaultdict(list)
+    for s in steps[1:]:
+        gen = s.get("GRPOTrainer.transformers.generate", 0.0) + s.get("GRPOTrainer.transformers.generate_batch", 0.0)
+        rew = s.get("GRPOTrainer._calculate_rewards", 0.0)
+        prep = s.get("GRPOTrainer._prepare_inputs", 0.0)
+        loss = s.get("GRPOTrainer.compute_loss", 0.0)
+        parts = {
+            "generation": gen,
+            "rewards": rew,
+            "scoring fwd": prep - gen - rew,
+            "loss fwd": loss,
+            "backward": s["training_step"] - prep - loss,
+            "optimizer": s["optimizer"],
+        }
+        parts["other"] = s["step"] - sum(parts.values())
+        parts["step"] = s["step"]
+        for k, v in parts.items():
+            rows[k].append(v)
+
+    n = len(rows["step"])
+    total = statistics.mean(rows["step"])
+    completions = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+    print(f"\nGRPO step breakdown: {a.model}, {completions} completions per step, "
+          f"{training_args.max_completion_length} new tokens max, mean of {n} steps after warm-up")
+    print(f"{'part':<12} {'s/step':>8} {'share':>7}")
+    for k, v in rows.items():
+        mean = statistics.mean(v)
+        print(f"{k:<12} {mean:8.3f} {mean / total:7.1%}")
+
+
+if __name__ == "__main__":
+    main()
