@@ -17,13 +17,12 @@ ACCELERATE = Path(sys.executable).parent / "accelerate"
 pytestmark = pytest.mark.slow
 
 
-def launch(config: str | None, *args, processes: int = 2) -> subprocess.CompletedProcess:
+def launch(config: str | None, *args, processes: int = 2, script: Path = ROOT / "src/train.py"):
     if config is None:  # one plain process
-        cmd = [sys.executable, str(ROOT / "src/train.py"), *map(str, args)]
+        cmd = [sys.executable, str(script), *map(str, args)]
     else:
         cmd = [str(ACCELERATE), "launch", "--config_file", str(ROOT / "accelerate_configs" / f"{config}.yaml"),
-               "--num_processes", str(processes), "--mixed_precision", "no",
-               str(ROOT / "src/train.py"), *map(str, args)]
+               "--num_processes", str(processes), "--mixed_precision", "no", str(script), *map(str, args)]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
 
@@ -58,14 +57,69 @@ def test_multi_cpu_runs_two_processes_with_the_losses_of_one(tmp_path, single_sf
     assert losses(tmp_path) == pytest.approx(single_sft["scratch"], abs=1e-5)
 
 
-def test_multi_cpu_grpo(tmp_path):
-    # Sampling is per process, so a 2-process GRPO run draws other completions than one process would: the check
-    # is that both processes share one run (world size, global batch) and it trains and saves.
-    proc = launch("multi_cpu", ROOT / "recipes/tiny/grpo.yaml", "--output_dir", tmp_path, "--max_steps", "2",
-                  "--per_device_train_batch_size", "4", "--logging_steps", "1")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "world_size=2 on cpu" in proc.stdout and "4 per device x 1 accumulation x 2 = 8 completions" in proc.stdout
-    assert len(losses(tmp_path)) == 2 and (tmp_path / "model.safetensors").is_file()
+# GRPO samples with the global RNG of each process, so 2 processes draw other completions than 1 would and the
+# losses could not be compared. This sampler (patched in for the comparison only) seeds every completion from its
+# prompt, its index in the prompt's group and the step: the same completions whatever the process layout.
+SAME_SAMPLES = """
+import hashlib, sys, torch
+from trl import GRPOTrainer
+
+def sample(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+    model = self.accelerator.unwrap_model(self.model)
+    out, seen = [], {}
+    for ids in prompt_ids:
+        k = seen[tuple(ids)] = seen.get(tuple(ids), -1) + 1
+        key = f"{ids}/{k}/{self.state.global_step}".encode()
+        g = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:6], "big"))
+        x, new = torch.tensor([ids]), []
+        with torch.no_grad():
+            for _ in range(self.max_completion_length):
+                probs = torch.softmax(model(x).logits[0, -1].float() / self.temperature, -1)
+                t = int(torch.multinomial(probs, 1, generator=g))
+                new.append(t)
+                x = torch.cat([x, torch.tensor([[t]])], 1)
+                if t in self.eos_token_ids:
+                    break
+        out.append(new)
+    return out, None
+
+def distinct_chars(completions, **kwargs):  # a reward that varies between random completions of equal length
+    from thinktrain.rewards import completion_text
+    return [len(set(completion_text(c))) / 10 for c in completions]
+
+GRPOTrainer._generate_single_turn = sample
+from thinktrain.cli import train
+sys.exit(train(sys.argv[1:]))
+"""
+
+
+def test_multi_cpu_grpo_matches_one_process_on_the_same_completions(tmp_path):
+    script = tmp_path / "same_samples.py"
+    script.write_text(SAME_SAMPLES)
+    runs = {}
+    for name, config, per_device in (("one", None, 8), ("two", "multi_cpu", 4)):
+        out = tmp_path / name
+        args = [ROOT / "recipes/tiny/grpo.yaml", "--output_dir", out, "--max_steps", "3", "--logging_steps", "1",
+                "--per_device_train_batch_size", per_device, "--max_completion_length", "16",
+                "--ddp_find_unused_parameters", "false", "--reward_funcs", "__main__:distinct_chars", "--reward_weights", "1.0"]
+        proc = launch(config, *args, script=script)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[name] = (proc.stdout, json.loads((out / "trainer_state.json").read_text())["log_history"])
+    assert "world_size=2 on cpu" in runs["two"][0] and "4 per device x 1 accumulation x 2 = 8 completions" in runs[
+        "two"][0]
+    one, two = runs["one"][1][:3], runs["two"][1][:3]
+    assert [h["num_tokens"] for h in two] == [h["num_tokens"] for h in one]  # the same completions
+    assert [h["reward"] for h in two] == pytest.approx([h["reward"] for h in one], abs=1e-6)
+    # On-policy, with completions of equal length, the GRPO loss *value* is 0 (group-normalised advantages sum to
+    # zero) while its gradient is not: compare the gradients and the weights they lead to.
+    assert all(h["grad_norm"] > 1e-3 for h in one)
+    assert [h["grad_norm"] for h in two] == pytest.approx([h["grad_norm"] for h in one], rel=1e-4)
+    assert [h["loss"] for h in two] == pytest.approx([h["loss"] for h in one], abs=1e-5)
+    from safetensors.torch import load_file
+
+    w1, w2 = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
+    for name in w1:
+        assert (w1[name] - w2[name]).abs().max() < 1e-5, name
 
 
 def test_deepspeed_zero2_on_cpu_matches_one_process(tmp_path, single_sft):
