@@ -129,7 +129,7 @@ def model_card(script_args, training_args, model_args, metrics: dict, recipe: di
     what = {"sft": "supervised fine-tuning (TRL SFTTrainer)", "grpo": "GRPO with verified rewards (TRL GRPOTrainer)",
             "pretrain": "pretraining from scratch"}[task]
     lines += [f"{'A LoRA adapter for' if adapter else 'A model trained from'} `{base}` by {what} on "
-              f"`{script_args.dataset_name}`, with [thinktrain](https://github.com/thinktrain/thinktrain).", ""]
+              f"`{script_args.dataset_name}`, with thinktrain.", ""]
     if script_args.system_prompt:
         lines += ["Answers are written as `<think>…</think><answer>…</answer>`; the system prompt used in training:",
                   "", f"> {script_args.system_prompt}", ""]

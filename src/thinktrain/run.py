@@ -71,11 +71,11 @@ def callbacks(script_args, training_args) -> list:
     """Callbacks thinktrain adds to a trainer: checkpoint revisions on the Hub."""
     if not (training_args.push_to_hub and script_args.push_revisions):
         return []
+    from transformers.trainer_utils import HubStrategy
+
     from .hub import PushRevisions, repo_id
 
     # Each checkpoint goes to its own branch; the Trainer's own checkpoint pushes would duplicate them on main.
-    from transformers.trainer_utils import HubStrategy
-
     training_args.hub_strategy = HubStrategy.END
     return [PushRevisions(repo_id(training_args), token=training_args.hub_token)]
 
