@@ -18,6 +18,7 @@ from thinktrain.rewards import (
     RewardArguments,
     UnknownRewardError,
     accuracy_reward,
+    arithmetic_reward,
     check_reward_name,
     cosine_reward,
     format_reward,
@@ -291,13 +292,51 @@ def test_overlong_reward_values():
     assert overlong_reward(["a"], completion_ids=[None], max_length=100, buffer=20) == [None]
 
 
+@pytest.mark.parametrize("text, expected", [
+    (GOOD, 1.0),  # 16 - 3 - 4 = 9 and 9 * 2 = $18
+    ("<think>\nLily saves 10 * 5 = 50.\nShe has 50 - 5 = 45.\nNow 45 + 2 = 46.\n</think>\n<answer>\n46\n</answer>",
+     2 / 3),  # the sampled slip this reward exists for
+    ("no arithmetic at all", 0.0),
+    ("the answer is 12 = 12", 0.0),  # no operator: nothing to check
+    ("2 + 3 * 4 = 14", 1.0),  # precedence
+    ("8 - 2 * 3 = 2", 1.0),
+    ("2 * 3 / 4 = 1.5", 1.0),
+    ("-3 + 5 = 2", 1.0),
+    ("5 - 7 = -2", 1.0),
+    ("3 x 4 = 12 and 3 × 4 = 12 and 12 ÷ 4 = 3", 1.0),
+    ("$1,200 / 3 = $400", 1.0),
+    ("10 / 3 = 3.33", 1.0),  # a rounded decimal is right to its last digit
+    ("10 / 3 = 3.3", 1.0),
+    ("10 / 3 = 3.4", 0.0),
+    ("10 / 3 = 3", 0.0),  # an integer result must be exact
+    ("<<48/2=24>> <<24*2=50>>", 0.5),  # GSM8K's calculator annotations
+    ("1 / 0 = 5", 0.0),  # division by zero: a slip, not a crash
+    ("2 + 3 = 5 + 1 = 6", 1.0),  # one chain per match: only 2 + 3 = 5 is checked
+    ("v1.2 + 3 = 4.2", 0.0),  # numbers glued to words are not arithmetic
+    ("1 + 1 = 2, 2 + 2 = 5, 3 + 3 = 6, 4 + 4 = 9", 0.5),
+    ("2*20*.01=.4", 1.0),  # GSM8K writes decimals without the leading zero
+    ("So it cost 192*100=$1920", 0.0),  # a real slip in a GSM8K gold solution
+    ("3 * 1/4 = 3/4", 0.0),  # fractions as results, mixed numbers, parentheses: not checked (no false slips)
+    ("8 x 1 1/2 = 12", 0.0),
+    ("6*(20/60)=2 and (2 + 3) * 4 = 20", 0.0),
+])
+def test_arithmetic_reward_values(text, expected):
+    assert arithmetic_reward([text]) == [pytest.approx(expected)]
+
+
+def test_arithmetic_reward_counts_at_most_200_equations_and_skips_long_chains():
+    assert arithmetic_reward(["1 + 1 = 2 " * 200 + "1 + 1 = 3 " * 50]) == [1.0]  # the first 200 only
+    assert arithmetic_reward([" * ".join(["999999999999999"] * 21) + " = 5"]) == [0.0]  # 21 terms: not checked
+    assert arithmetic_reward([" + ".join(["1"] * 20) + " = 20"]) == [1.0]
+
+
 # --------------------------------------------------------------------------- registry and loading
 
 
 def test_registry_names_are_the_logged_names_and_pickle():
     funcs = load_rewards(list(REWARD_NAMES), RewardArguments(), max_completion_length=512)
     assert [f.__name__ for f in funcs] == list(REWARD_NAMES) == [
-        "accuracy", "format", "format_strict", "tag_count", "length", "cosine", "repetition", "overlong"]
+        "accuracy", "format", "format_strict", "tag_count", "length", "cosine", "repetition", "overlong", "arithmetic"]
     import trl.rewards
     from trl.trainer.utils import get_callable_name
 
@@ -311,7 +350,7 @@ def test_registry_names_are_the_logged_names_and_pickle():
     kwargs = dict(solution=["18"], completion_ids=[[1] * 300], prompts=["p"])
     assert [f([GOOD], **kwargs) for f in clones] == [f([GOOD], **kwargs) for f in funcs]
     assert [f([GOOD], **kwargs)[0] for f in funcs] == pytest.approx(
-        [1.0, 1.0, 1.0, 1.0, 0.0, 0.5 + 0.25 * (1 + math.cos(math.pi * 0.3)), 0.0, -44 / 256])
+        [1.0, 1.0, 1.0, 1.0, 0.0, 0.5 + 0.25 * (1 + math.cos(math.pi * 0.3)), 0.0, -44 / 256, 1.0])
 
 
 def test_load_rewards_passes_parameters():
@@ -351,7 +390,7 @@ def test_unknown_reward_errors_are_one_line_with_a_suggestion():
     with pytest.raises(UnknownRewardError) as e:
         check_reward_name("acuracy")
     assert str(e.value) == ("unknown reward 'acuracy' (did you mean 'accuracy'?); known: accuracy, format, "
-                            "format_strict, tag_count, length, cosine, repetition, overlong")
+                            "format_strict, tag_count, length, cosine, repetition, overlong, arithmetic")
     with pytest.raises(UnknownRewardError, match=r"did you mean 'format_strict'\?"):
         check_reward_name("format_stric")
     with pytest.raises(UnknownRewardError, match=r"^unknown reward 'zzz'; known: accuracy"):
@@ -549,6 +588,7 @@ def check_all(batch, golds, ids):
         assert out["length"][i] is None or -1.0 <= out["length"][i] <= 0.5
         assert out["cosine"][i] is None or -1.0 <= out["cosine"][i] <= 1.0
         assert -1.0 <= out["repetition"][i] <= 0.0
+        assert 0.0 <= out["arithmetic"][i] <= 1.0
         assert (out["overlong"][i] is None) if ids is None else -1.0 <= out["overlong"][i] <= 0.0
         assert (out["accuracy"][i] is None) == (out["cosine"][i] is None) == (out["length"][i] is None)
     for f in FUNCS_PREFILLED:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from thinktrain import answers
-from thinktrain.rewards import accuracy_reward, format_reward, format_strict_reward, tag_count_reward
+from thinktrain.rewards import accuracy_reward, arithmetic_reward, format_reward, format_strict_reward, tag_count_reward
 
 SHARED = Path(os.environ.get("THINKTRAIN_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 GSM8K = SHARED / "data" / "gsm8k"
@@ -124,3 +124,13 @@ def test_sft_targets_earn_full_rewards(rows):
     golds = [gold_answer(r["answer"]) for r in rows]
     for fn in (accuracy_reward, format_reward, format_strict_reward, tag_count_reward):
         assert fn(completions, solution=golds) == [1.0] * len(rows), fn.__name__
+
+
+def test_arithmetic_reward_on_every_gsm8k_solution(rows):
+    """The process reward trusts correct working: 96.6% of GSM8K's solutions (with their <<a*b=c>> annotations)
+    score 1.0; what remains is forms it leaves unchecked, scored as slips only when they are real."""
+    scores = arithmetic_reward([r["answer"] for r in rows])
+    assert sum(s == 1.0 for s in scores) / len(rows) > 0.96
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    slip = next(r["answer"] for r in rows if "192*100=$1920" in r["answer"])  # a real slip in a gold solution
+    assert arithmetic_reward([slip]) == [0.75]  # 2*60=120, 120*.6=72, 50*2=100 check out; 192*100=1920 does not

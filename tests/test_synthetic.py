@@ -159,6 +159,13 @@ def test_every_default_answer_recomputes(default):
         check_text(text)
 
 
+def test_every_worked_solution_passes_the_arithmetic_reward(default):
+    from thinktrain.rewards import arithmetic_reward
+
+    for s in PROBLEM_SPLITS:
+        assert set(arithmetic_reward(default[s]["answer"])) == {1.0}, s
+
+
 def test_default_mixes_templates_and_step_counts(default):
     rows = default["worked"]
     assert set(rows["steps"]) == {1, 2, 3}

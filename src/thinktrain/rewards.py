@@ -13,6 +13,7 @@ model text, and are fast (see docs/rewards.md).
     cosine         correctness scaled by length on a cosine schedule
     repetition     word n-gram repetition penalty
     overlong       DAPO soft punishment of completions near/over the token limit
+    arithmetic     share of the reasoning's equations `a op b = c` that check out (a process reward)
 
 Answer extraction and number comparison live in thinktrain.answers.
 """
@@ -25,8 +26,10 @@ import logging
 import math
 import os
 import sys
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from fractions import Fraction
 
 from . import answers
 
@@ -323,6 +326,81 @@ def overlong_reward(completions, completion_ids=None, *, max_length: int = 512, 
     return out
 
 
+# --------------------------------------------------------------------------- process: arithmetic
+
+# "12 * 4 = 48", "$1,200 / 3 = $400", GSM8K's "<<48/2=24>>": numbers joined by + - * / x × ÷, then "= number".
+# Numbers: at most 15 digits (products stay cheap on megabyte inputs); commas only as thousands separators; ".5" is
+# a number. Not checked: a result written as a fraction ("= 3/4"), mixed numbers ("8 x 1 1/2"), parentheses.
+_NUM = r"\$?(?:(?:\d{1,3}(?:,\d{3})+|\d{1,15})(?:\.\d{1,15})?|\.\d{1,15})"
+_OP = r"(?:[-+*/×÷]|(?<=\s)x(?=\s))"
+# One pass, no backtracking across chains: each match is a whole chain "a op b ... [= r]" and the scan resumes after
+# it, so a megabyte of "1 + 1 + ..." costs one linear scan, not one per start position.
+_CHAIN = re.compile(rf"(?<![\w.,$])(?<!\d )-?{_NUM}(?:\s*{_OP}\s*{_NUM})*(?:\s*=\s*-?{_NUM}(?![\d/]))?")
+_TERM = re.compile(rf"({_OP})?\s*(-?{_NUM})")
+_MAX_EQUATIONS, _MAX_TERMS, _MAX_CHARS = 200, 20, 50_000  # bound the cost on megabyte inputs
+
+
+def _number(text: str) -> Fraction:
+    return Fraction(text.replace("$", "").replace(",", ""))
+
+
+def _evaluate(terms: list[tuple[str, str]]) -> Fraction | None:
+    """Left side of an equation, with * and / before + and -; None for division by zero. No eval of model text."""
+    total, product = Fraction(0), None
+    sign = 1
+    for op, num in terms:
+        value = _number(num)
+        if op in ("*", "x", "×") and product is not None:
+            product *= value
+        elif op in ("/", "÷") and product is not None:
+            if value == 0:
+                return None
+            product /= value
+        else:  # first term, + or -
+            if product is not None:
+                total += sign * product
+            sign = -1 if op == "-" else 1
+            product = value
+    return total + sign * product if product is not None else None
+
+
+def _checks_out(value: Fraction | None, stated: str) -> bool:
+    if value is None:
+        return False
+    result = _number(stated)
+    if value == result:
+        return True
+    decimals = len(stated.partition(".")[2]) if "." in stated else 0
+    return decimals > 0 and abs(value - result) <= Fraction(1, 2 * 10**decimals)  # 10 / 3 = 3.33 is right
+
+
+def arithmetic_reward(completions, **kwargs) -> list[float]:
+    """Share of the equations `a op b [op c ...] = r` in the completion whose left side really equals r (exact
+    rational arithmetic, usual precedence, a rounded decimal r accepted); 0.0 when there is none.
+
+    A process reward: it scores the reasoning's arithmetic, not the answer, so it separates completions whose
+    answers are all wrong (or all right) by how many slips they made. The first 200 equations in the first 50,000
+    characters count (far more than a 96-token budget writes; a bound on the cost of megabyte inputs).
+    """
+    out = []
+    for text in _texts(completions):
+        try:
+            checked = right = 0
+            for m in _CHAIN.finditer(text, 0, _MAX_CHARS):
+                left, equals, stated = m.group().partition("=")
+                terms = _TERM.findall(left) if equals else []
+                if not 2 <= len(terms) <= _MAX_TERMS:
+                    continue  # no "=", a lone number, or a chain no reasoning writes (big-number products are slow)
+                checked += 1
+                right += _checks_out(_evaluate(terms), stated.strip())
+                if checked == _MAX_EQUATIONS:
+                    break
+            out.append(right / checked if checked else 0.0)
+        except Exception as e:
+            out.append(_failed(e, 0.0))
+    return out
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -374,7 +452,7 @@ def check_reward_arguments(args) -> None:
 
 
 REWARD_NAMES: tuple[str, ...] = (
-    "accuracy", "format", "format_strict", "tag_count", "length", "cosine", "repetition", "overlong",
+    "accuracy", "format", "format_strict", "tag_count", "length", "cosine", "repetition", "overlong", "arithmetic",
 )
 
 
@@ -482,6 +560,8 @@ def load_rewards(
                 raise ValueError(f"overlong_buffer ({buffer}) must be smaller than the overlong limit ({limit}, "
                                  "overlong_max_length or max_completion_length)")
             out.append(NamedReward(name, overlong_reward, max_length=limit, buffer=buffer))
+        elif name == "arithmetic":
+            out.append(NamedReward(name, arithmetic_reward))
         else:
             out.append(_import_reward(name))
     return out
