@@ -35,7 +35,7 @@ def fail(message: str) -> int:
 
 
 def train(argv: list[str]) -> int:
-    from .distributed import prepare_cpu_processes
+    from .distributed import end_processes, prepare_cpu_processes
     from .recipe import RecipeError, parse
 
     try:
@@ -44,6 +44,7 @@ def train(argv: list[str]) -> int:
         importlib.import_module(f"thinktrain.{task}").main(script_args, training_args, model_args)
     except RecipeError as e:
         return fail(str(e))
+    end_processes()
     return 0
 
 

@@ -51,3 +51,14 @@ def prepare_cpu_processes() -> None:
         PartialState._prepare_backend = gloo_for_deepspeed
     else:
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+
+
+def end_processes() -> None:
+    """Tear the process group down before exit, once every rank is done saving. Left to interpreter shutdown, a
+    ZeRO-3 rank on CPU occasionally aborted in C++ teardown ("terminate called without an active exception",
+    exit -6) after the model was written, failing the launch."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
