@@ -25,8 +25,8 @@ import importlib
 import logging
 import math
 import os
-import sys
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
@@ -329,8 +329,8 @@ def overlong_reward(completions, completion_ids=None, *, max_length: int = 512, 
 # --------------------------------------------------------------------------- process: arithmetic
 
 # "12 * 4 = 48", "$1,200 / 3 = $400", GSM8K's "<<48/2=24>>": numbers joined by + - * / x × ÷, then "= number".
-# Numbers: at most 15 digits (products stay cheap on megabyte inputs); commas only as thousands separators; ".5" is
-# a number. Not checked: a result written as a fraction ("= 3/4"), mixed numbers ("8 x 1 1/2"), parentheses.
+# Numbers: at most 15 digits (answers._DEC has no bound: 20-term products of huge numbers, and int() past 4,300
+# digits, would be slow or raise); commas only as thousands separators; ".5" is a number. Not checked: a result written as a fraction ("= 3/4"), mixed numbers ("8 x 1 1/2"), parentheses.
 _NUM = r"\$?(?:(?:\d{1,3}(?:,\d{3})+|\d{1,15})(?:\.\d{1,15})?|\.\d{1,15})"
 _OP = r"(?:[-+*/×÷]|(?<=\s)x(?=\s))"
 # One pass, no backtracking across chains: each match is a whole chain "a op b ... [= r]" and the scan resumes after
