@@ -64,6 +64,16 @@ def test_grpo_fields_and_rewards(tmp_path):
     assert script.max_prompt_length == 64 and train.num_generations == 4
 
 
+def test_learning_rate_groups_from_yaml_mapping_or_cli_json(tmp_path):
+    p = write(tmp_path, BASE + "bf16: false\nlearning_rate_groups:\n  'model\\.norm\\.weight$': 1.0e-2\n  embed: 0\n")
+    _, script, _, _ = parse([str(p)])
+    assert script.learning_rate_groups == {r"model\.norm\.weight$": 0.01, "embed": 0.0}
+    _, script, _, _ = parse([str(p), "--learning_rate_groups", '{"lm_head": "3e-4"}'])
+    assert script.learning_rate_groups == {"lm_head": 3e-4}
+    _, script, _, _ = parse([str(write(tmp_path, BASE + "bf16: false\n"))])
+    assert script.learning_rate_groups is None
+
+
 def test_task_override_from_cli(tmp_path):
     p = write(tmp_path, BASE + "bf16: false\n")
     task, script, train, _ = parse([str(p), "--task", "grpo", "--dataset_train_split", "practice"])
@@ -145,6 +155,12 @@ ERRORS = [
     ("- task: sft\n", [], ["must be a YAML mapping", "list"]),
     ("task: sft\ncmd: !!python/object/apply:os.system ['echo pwned']\n", [], ["YAML tag not allowed"]),
     (BASE, ["stray"], ["unexpected argument(s) stray"]),
+    (BASE + "learning_rate_groups:\n  'norm(': 0.01\n", [], ["learning_rate_groups: 'norm(' is not a valid regex"]),
+    (BASE + "learning_rate_groups:\n  norm: fast\n", [],
+     ["learning_rate_groups: the learning rate for 'norm' must be a number, got 'fast'"]),
+    (BASE + "learning_rate_groups:\n  norm: -0.1\n", [], ["for 'norm' must be non-negative, got -0.1"]),
+    (BASE + "learning_rate_groups: [norm]\n", [], ["learning_rate_groups: expected a mapping"]),
+    (BASE, ["--learning_rate_groups", "norm=0.1"], ["learning_rate_groups: expected a JSON mapping like"]),
 ]
 
 

@@ -36,6 +36,45 @@ def test_tiny_sft_trains_and_saves(tmp_path, run_cli):
     assert AutoTokenizer.from_pretrained(out).convert_tokens_to_ids("<think>") is not None
 
 
+def test_learning_rate_groups_hold_their_rate_through_a_resume(tmp_path, run_cli, tiny_model_dir):
+    # lr 0 for the final norm: exactly unchanged while the rest trains, also across a checkpoint resume (the
+    # optimizer state must load into the same groups).
+    from safetensors.torch import load_file
+
+    out = tmp_path / "groups"
+    args = ["train", ROOT / "recipes/tiny/sft.yaml", "--model_name_or_path", tiny_model_dir, "--output_dir", out,
+            "--save_strategy", "steps", "--save_steps", "2", "--learning_rate_groups",
+            r'{"model\\.norm\\.weight$": 0, "embed_tokens": 0.01}']
+    code, stdout, err = run_cli(*args, "--max_steps", "2")
+    assert code == 0, err
+    assert r"lr 0 for 1 parameter(s) matching 'model\.norm\.weight$': model.norm.weight" in stdout
+    assert "lr 0.01 for 1 parameter(s) matching 'embed_tokens': model.embed_tokens.weight" in stdout
+    code, stdout, err = run_cli(*args, "--max_steps", "4")
+    assert code == 0, err
+    assert f"resuming   from {out / 'checkpoint-2'}" in stdout
+    recipe = yaml.safe_load((out / "recipe.yaml").read_text())  # the saved recipe reproduces the run
+    assert recipe["learning_rate_groups"] == {r"model\.norm\.weight$": 0.0, "embed_tokens": 0.01}
+    before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    assert after["model.norm.weight"].equal(before["model.norm.weight"])
+    for name in ("model.embed_tokens.weight", "model.layers.0.mlp.up_proj.weight"):
+        assert not after[name].equal(before[name]), name
+    # Adam moves a weight by about lr per step, and the group keeps the recipe's schedule (4 warm-up steps:
+    # 0, 0.25, 0.5, 0.75 x lr): at most 1.5 x 0.01 for the embeddings, 1.5 x 3e-3 for the rest.
+    def moved(name):
+        return (after[name] - before[name]).abs().max().item()
+
+    assert 0.012 < moved("model.embed_tokens.weight") <= 0.015 + 1e-4
+    assert moved("model.layers.0.mlp.up_proj.weight") <= 0.0045 + 1e-4
+
+
+def test_learning_rate_groups_name_a_pattern_that_matches_nothing(tmp_path, run_cli, tiny_model_dir):
+    code, _, err = run_cli("train", ROOT / "recipes/tiny/sft.yaml", "--model_name_or_path", tiny_model_dir,
+                           "--output_dir", tmp_path / "x", "--max_steps", "1", "--learning_rate_groups",
+                           '{"ln_f": 0.1}')
+    assert code == 2
+    assert "learning_rate_groups: 'ln_f' matches no trainable parameter (names look like" in err
+
+
 def test_tiny_grpo_logs_each_reward(tmp_path, run_cli):
     out = tmp_path / "grpo"
     code, stdout, err = run_cli("train", ROOT / "recipes/tiny/grpo.yaml", "--output_dir", out, "--max_steps", "3")

@@ -27,5 +27,5 @@ def main(script_args, training_args, model_args):
         peft_config=get_peft_config(model_args),
         quantization_config=get_quantization_config(model_args),
     )
-    result = trainer.train(resume_from_checkpoint=run.checkpoint_to_resume(script_args, training_args))
+    result = run.train(trainer, script_args, training_args)
     return run.finish(trainer, result, script_args, training_args, model_args)

@@ -199,5 +199,5 @@ def main(script_args, training_args, model_args):
               f"  model      {n_params / 1e6:.2f}M params, blocks of {block} tokens, {fpt / 1e6:.1f} MFLOP/token; "
               f"MFU against {peak:.3g} TFLOP/s ({'given' if script_args.peak_tflops else 'measured'}, "
               f"{str(dtype).split('.')[-1]})", flush=True)
-    result = trainer.train(resume_from_checkpoint=run.checkpoint_to_resume(script_args, training_args))
+    result = run.train(trainer, script_args, training_args)
     return run.finish(trainer, result, script_args, training_args, model_args)

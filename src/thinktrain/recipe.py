@@ -10,9 +10,10 @@ model loads.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import dataclasses
 import difflib
+import importlib.util
+import json
 import os
 import re
 import socket
@@ -83,6 +84,11 @@ class RecipeArguments(ScriptArguments):
     )
     license: str | None = field(
         default=None, metadata={"help": "License tag of the pushed model card (e.g. apache-2.0); default 'other'."}
+    )
+    learning_rate_groups: dict | str | None = field(
+        default=None,
+        metadata={"help": "{regex: lr}: parameters whose name matches the regex (re.search; first match wins) train "
+                          "at that learning rate instead of learning_rate, on the same schedule. JSON on the CLI."},
     )
 
 
@@ -304,6 +310,7 @@ def validate(script_args, training_args, model_args, check_model: bool = True):
             sign = "positive" if key in POSITIVE else "non-negative"
             raise RecipeError(f"{key}: expected a {sign} number, got {value!r}; fix it, or remove the key for the "
                               f"default")
+    script_args.learning_rate_groups = check_learning_rate_groups(script_args.learning_rate_groups)
     if script_args.task == "grpo":
         from .rewards import check_reward_name
 
@@ -341,6 +348,37 @@ def validate(script_args, training_args, model_args, check_model: bool = True):
         training_args.hub_model_id = preflight(training_args)  # namespace/name, as the checks resolved it
     if check_model:
         check_source("model_name_or_path", model_args.model_name_or_path, repo_type="model")
+
+
+def check_learning_rate_groups(groups) -> dict[str, float] | None:
+    """`learning_rate_groups` as {regex: lr}, from the recipe's mapping or a CLI JSON string."""
+    key = "learning_rate_groups"
+    if groups is None or groups == {}:
+        return None
+    if isinstance(groups, str):
+        try:
+            groups = json.loads(groups)
+        except ValueError:
+            raise RecipeError(f"{key}: expected a JSON mapping like '{{\"model\\\\.norm\\\\.weight$\": 0.01}}', "
+                              f"got {groups!r}") from None
+    if not isinstance(groups, dict):
+        raise RecipeError(f"{key}: expected a mapping of parameter-name regex: learning rate, got {groups!r}")
+    out = {}
+    for pattern, lr in groups.items():
+        try:
+            re.compile(str(pattern))
+        except re.error as e:
+            raise RecipeError(f"{key}: '{pattern}' is not a valid regex ({e})") from None
+        if isinstance(lr, bool) or not isinstance(lr, (int, float, str)):
+            raise RecipeError(f"{key}: the learning rate for '{pattern}' must be a number, got {lr!r}")
+        try:
+            lr = float(lr)
+        except ValueError:
+            raise RecipeError(f"{key}: the learning rate for '{pattern}' must be a number, got {lr!r}") from None
+        if not lr >= 0:
+            raise RecipeError(f"{key}: the learning rate for '{pattern}' must be non-negative, got {lr!r}")
+        out[str(pattern)] = lr
+    return out
 
 
 def check_source(key: str, value: str, repo_type: str):

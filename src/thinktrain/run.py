@@ -67,6 +67,62 @@ def checkpoint_to_resume(script_args, training_args) -> str | None:
     return str(last)
 
 
+def train(trainer, script_args, training_args):
+    """trainer.train() with the recipe's learning_rate_groups and auto-resume."""
+    if script_args.learning_rate_groups:
+        use_learning_rate_groups(trainer, script_args.learning_rate_groups)
+    return trainer.train(resume_from_checkpoint=checkpoint_to_resume(script_args, training_args))
+
+
+def use_learning_rate_groups(trainer, groups: dict[str, float]) -> None:
+    """Make the Trainer's own optimizer (its class, weight-decay groups, schedule; DeepSpeed asks it too) put the
+    parameters matching each regex into a group with that learning rate. The Trainer has per-decay groups but no
+    per-parameter learning rates; this is the one hook it offers for them."""
+    create = trainer.create_optimizer
+
+    def create_optimizer(model=None):
+        if trainer.optimizer is not None:
+            return trainer.optimizer
+        optimizer = create(model)
+        moved = split_param_groups(optimizer, trainer.model if model is None else model, groups)
+        if trainer.is_world_process_zero():
+            for pattern, names in moved.items():
+                more = " ..." if len(names) > 3 else ""
+                print(f"  lr {groups[pattern]:g} for {len(names)} parameter(s) matching '{pattern}': "
+                      f"{', '.join(names[:3])}{more}", flush=True)
+        return optimizer
+
+    trainer.create_optimizer = create_optimizer
+
+
+def split_param_groups(optimizer, model, groups: dict[str, float]) -> dict[str, list[str]]:
+    """Move the parameters whose name matches a regex of `groups` (first match wins) out of the optimizer's
+    groups into copies of them with that learning rate; returns {regex: names moved}. Called before any step, so
+    there is no optimizer state to move."""
+    from .recipe import RecipeError
+
+    names = {id(p): n for n, p in model.named_parameters()}
+    moved = {pattern: [] for pattern in groups}
+    new_groups = []
+    for group in optimizer.param_groups:
+        rest = []
+        split = {pattern: [] for pattern in groups}
+        for p in group["params"]:
+            pattern = next((pat for pat in groups if re.search(pat, names.get(id(p), ""))), None)
+            (rest if pattern is None else split[pattern]).append(p)
+            if pattern is not None:
+                moved[pattern].append(names[id(p)])
+        group["params"] = rest
+        new_groups += [{**group, "params": ps, "lr": groups[pat]} for pat, ps in split.items() if ps]
+    unmatched = [pattern for pattern, found in moved.items() if not found]
+    if unmatched:
+        examples = ", ".join(list(names.values())[-3:])
+        raise RecipeError(f"learning_rate_groups: '{unmatched[0]}' matches no trainable parameter (names look like "
+                          f"{examples})")
+    optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]] + new_groups
+    return moved
+
+
 def callbacks(script_args, training_args) -> list:
     """Callbacks thinktrain adds to a trainer: checkpoint revisions on the Hub."""
     if not (training_args.push_to_hub and script_args.push_revisions):
