@@ -369,15 +369,15 @@ def check_learning_rate_groups(groups) -> dict[str, float] | None:
             re.compile(str(pattern))
         except re.error as e:
             raise RecipeError(f"{key}: '{pattern}' is not a valid regex ({e})") from None
-        if isinstance(lr, bool) or not isinstance(lr, (int, float, str)):
-            raise RecipeError(f"{key}: the learning rate for '{pattern}' must be a number, got {lr!r}")
         try:
-            lr = float(lr)
-        except ValueError:
-            raise RecipeError(f"{key}: the learning rate for '{pattern}' must be a number, got {lr!r}") from None
-        if not lr >= 0:
+            rate = None if isinstance(lr, bool) else float(lr)  # YAML reads 1e-2 as a string, like any lr
+        except (TypeError, ValueError):
+            rate = None
+        if rate is None:
+            raise RecipeError(f"{key}: the learning rate for '{pattern}' must be a number, got {lr!r}")
+        if not rate >= 0:
             raise RecipeError(f"{key}: the learning rate for '{pattern}' must be non-negative, got {lr!r}")
-        out[str(pattern)] = lr
+        out[str(pattern)] = rate
     return out
 
 
