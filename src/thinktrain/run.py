@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from .recipe import resolved_recipe
+from .recipe import RecipeError, resolved_recipe
 
 log = logging.getLogger("thinktrain")
 
@@ -99,20 +99,16 @@ def split_param_groups(optimizer, model, groups: dict[str, float]) -> dict[str, 
     """Move the parameters whose name matches a regex of `groups` (first match wins) out of the optimizer's
     groups into copies of them with that learning rate; returns {regex: names moved}. Called before any step, so
     there is no optimizer state to move."""
-    from .recipe import RecipeError
-
     names = {id(p): n for n, p in model.named_parameters()}
     moved = {pattern: [] for pattern in groups}
     new_groups = []
     for group in optimizer.param_groups:
-        rest = []
-        split = {pattern: [] for pattern in groups}
+        split = {pattern: [] for pattern in [*groups, None]}  # None: stays in this group
         for p in group["params"]:
-            pattern = next((pat for pat in groups if re.search(pat, names.get(id(p), ""))), None)
-            (rest if pattern is None else split[pattern]).append(p)
-            if pattern is not None:
-                moved[pattern].append(names[id(p)])
-        group["params"] = rest
+            split[next((pat for pat in groups if re.search(pat, names.get(id(p), ""))), None)].append(p)
+        group["params"] = split.pop(None)
+        for pattern, params in split.items():
+            moved[pattern] += [names[id(p)] for p in params]
         new_groups += [{**group, "params": ps, "lr": groups[pat]} for pat, ps in split.items() if ps]
     unmatched = [pattern for pattern, found in moved.items() if not found]
     if unmatched:
