@@ -157,6 +157,20 @@ def test_deepspeed_zero3_grpo_on_cpu(tmp_path):
     assert len(losses(tmp_path)) == 2 and (tmp_path / "model.safetensors").is_file()
 
 
+@pytest.mark.parametrize("config", ["multi_cpu", "zero3"])
+def test_frozen_weights_stay_frozen_across_processes(tmp_path, tiny_model_dir, config):
+    # The demo GRPO's shape (learning_rate 0, one tensor at its own rate) under DDP and ZeRO-3: the frozen weights
+    # are excluded from gradient sync / partitioned optimizer state, and the saved model has only the norm moved.
+    from safetensors.torch import load_file
+
+    proc = launch(config, *sft(tmp_path, str(tiny_model_dir)), "--learning_rate", "0", "--learning_rate_groups",
+                  r'{"model\\.norm\\.weight$": 0.05}')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world_size=2 on cpu" in proc.stdout and " weights (learning rate 0)" in proc.stdout
+    before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(tmp_path / "model.safetensors")
+    assert [n for n in before if not after[n].equal(before[n])] == ["model.norm.weight"]
+
+
 def test_fsdp_config_loads_and_is_refused_on_cpu_in_one_line(tmp_path):
     from accelerate.commands.config.config_args import load_config_from_file
 

@@ -47,7 +47,7 @@ def test_learning_rate_groups_hold_their_rate_through_a_resume(tmp_path, run_cli
             r'{"model\\.norm\\.weight$": 0, "embed_tokens": 0.01}']
     code, stdout, err = run_cli(*args, "--max_steps", "2")
     assert code == 0, err
-    assert r"lr 0 for 1 parameter(s) matching 'model\.norm\.weight$': model.norm.weight" in stdout
+    assert "  frozen     " in stdout and " weights (learning rate 0)" in stdout
     assert "lr 0.01 for 1 parameter(s) matching 'embed_tokens': model.embed_tokens.weight" in stdout
     code, stdout, err = run_cli(*args, "--max_steps", "4")
     assert code == 0, err
@@ -67,12 +67,40 @@ def test_learning_rate_groups_hold_their_rate_through_a_resume(tmp_path, run_cli
     assert moved("model.layers.0.mlp.up_proj.weight") <= 0.0045 + 1e-4
 
 
-def test_learning_rate_groups_name_a_pattern_that_matches_nothing(tmp_path, run_cli, tiny_model_dir):
+@pytest.mark.parametrize("recipe", ["sft", "grpo"])
+def test_learning_rate_zero_freezes_all_but_the_fast_group(tmp_path, run_cli, tiny_model_dir, recipe):
+    # The demo's GRPO shape: learning_rate 0 and one tensor at its own rate. Everything else is frozen (no
+    # gradients at all), so it is bit-identical after training, and the one tensor moves.
+    from safetensors.torch import load_file
+
+    out = tmp_path / recipe
+    code, stdout, err = run_cli("train", ROOT / f"recipes/tiny/{recipe}.yaml", "--model_name_or_path", tiny_model_dir,
+                                "--output_dir", out, "--max_steps", "2", "--learning_rate", "0",
+                                "--learning_rate_groups", r'{"model\\.norm\\.weight$": 0.05}')
+    assert code == 0, err
+    before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    hidden = before["model.norm.weight"].numel()
+    total = sum(t.numel() for t in before.values())
+    assert f"  frozen     {total - hidden:,} of {total:,} weights (learning rate 0)" in stdout
+    assert r"lr 0.05 for 1 parameter(s) matching 'model\.norm\.weight$': model.norm.weight" in stdout
+    changed = [n for n in before if not after[n].equal(before[n])]
+    # SFT always has a gradient; GRPO from an untrained model may see all-equal rewards (no signal) in 2 steps.
+    assert changed == ["model.norm.weight"] if recipe == "sft" else set(changed) <= {"model.norm.weight"}
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--learning_rate_groups", '{"ln_f": 0.1}'],
+     "learning_rate_groups: 'ln_f' matches no trainable parameter (names look like"),
+    (["--learning_rate_groups", '{"ln_f": 0}'],
+     "learning_rate_groups: 'ln_f' matches no trainable parameter (names look like"),
+    (["--learning_rate", "0", "--learning_rate_groups", '{"norm": 0}'],
+     "learning_rate_groups: every parameter has learning rate 0, so nothing would train"),
+])
+def test_learning_rate_groups_that_cannot_work_stop_with_one_line(tmp_path, run_cli, tiny_model_dir, extra, message):
     code, _, err = run_cli("train", ROOT / "recipes/tiny/sft.yaml", "--model_name_or_path", tiny_model_dir,
-                           "--output_dir", tmp_path / "x", "--max_steps", "1", "--learning_rate_groups",
-                           '{"ln_f": 0.1}')
+                           "--output_dir", tmp_path / "x", "--max_steps", "1", *extra)
     assert code == 2
-    assert "learning_rate_groups: 'ln_f' matches no trainable parameter (names look like" in err
+    assert message in err
 
 
 def test_tiny_grpo_logs_each_reward(tmp_path, run_cli):

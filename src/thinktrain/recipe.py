@@ -88,7 +88,8 @@ class RecipeArguments(ScriptArguments):
     learning_rate_groups: dict | str | None = field(
         default=None,
         metadata={"help": "{regex: lr}: parameters whose name matches the regex (re.search; first match wins) train "
-                          "at that learning rate instead of learning_rate, on the same schedule. JSON on the CLI."},
+                          "at that learning rate instead of learning_rate, on the same schedule; a rate of 0 "
+                          "freezes them (with learning_rate 0: everything outside the groups). JSON on the CLI."},
     )
 
 
