@@ -274,6 +274,25 @@ def test_generate_pads_left_and_stops_at_eos(micro_model_dir):
     assert all(c.tokens == 12 or c.finished for c in batched)
 
 
+def test_static_cache_on_cpu_gives_the_dynamic_caches_completions(micro_model_dir, monkeypatch):
+    """The CPU speed-up (a static KV cache) must not change a single token, greedy or sampled."""
+    from transformers import set_seed
+
+    from thinktrain.evaluation import generate, load_model
+
+    model, tok = load_model(str(micro_model_dir))
+    assert evaluation._cache(model.device) == {"cache_implementation": "static"}  # what a CPU run uses
+    prompts = [f"<|im_start|>user\n{'x' * n} {n}+{n}?<|im_end|>\n<|im_start|>assistant\n" for n in range(0, 30, 3)]
+    runs = []
+    for cache in ({"cache_implementation": "static"}, {}):
+        monkeypatch.setattr(evaluation, "_cache", lambda device, c=cache: c)
+        greedy = generate(model, tok, prompts, max_new_tokens=20, batch_size=4, progress=False)
+        set_seed(0)
+        sampled = generate(model, tok, prompts * 2, max_new_tokens=20, batch_size=8, do_sample=True, progress=False)
+        runs.append((greedy, sampled))
+    assert runs[0] == runs[1]
+
+
 # --------------------------------------------------------------------------- the command line
 
 

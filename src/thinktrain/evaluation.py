@@ -189,6 +189,13 @@ def _eos_ids(model, tokenizer) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
+def _cache(device) -> dict:
+    # On CPU the default dynamic KV cache grows by torch.cat every token, half of a decode step at batch 512; a
+    # static cache writes in place: the same completions (compared token for token, greedy and sampled), 1.5-1.9x
+    # sooner. Models without Cache support ignore the option with a warning. GPUs keep the default.
+    return {"cache_implementation": "static"} if device.type == "cpu" else {}
+
+
 def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch_size: int, do_sample: bool = False,
              temperature: float = 1.0, add_special_tokens: bool = False, desc: str = "generating",
              progress: bool = True) -> list[Completion]:
@@ -217,7 +224,7 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch
                 mask[row, width - len(ids[i]):] = 1
             generated = model.generate(
                 input_ids=input_ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                pad_token_id=pad, eos_token_id=eos or None, repetition_penalty=1.0, **sampling,
+                pad_token_id=pad, eos_token_id=eos or None, repetition_penalty=1.0, **sampling, **_cache(device),
             )[:, width:].tolist()
             for row, i in enumerate(batch):
                 tokens = generated[row]
