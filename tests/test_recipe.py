@@ -161,6 +161,8 @@ ERRORS = [
     (BASE + "learning_rate_groups:\n  norm: -0.1\n", [], ["for 'norm' must be non-negative, got -0.1"]),
     (BASE + "learning_rate_groups: [norm]\n", [], ["learning_rate_groups: expected a mapping"]),
     (BASE, ["--learning_rate_groups", "norm=0.1"], ["learning_rate_groups: expected a JSON mapping like"]),
+    (BASE, ["--learning_rate", "0", "--learning_rate_groups", '{"norm": 0}'],
+     ["learning_rate_groups: every parameter has learning rate 0, so nothing would train"]),
 ]
 
 

@@ -93,6 +93,8 @@ def test_learning_rate_zero_freezes_all_but_the_fast_group(tmp_path, run_cli, ti
      "learning_rate_groups: 'ln_f' matches no trainable parameter (names look like"),
     (["--learning_rate_groups", '{"ln_f": 0}'],
      "learning_rate_groups: 'ln_f' matches no trainable parameter (names look like"),
+    (["--learning_rate", "0", "--learning_rate_groups", '{"ln_f": 0.1}'],  # not "nothing would train"
+     "learning_rate_groups: 'ln_f' matches no trainable parameter (names look like"),
     (["--learning_rate", "0", "--learning_rate_groups", '{"norm": 0}'],
      "learning_rate_groups: every parameter has learning rate 0, so nothing would train"),
 ])

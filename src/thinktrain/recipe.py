@@ -312,6 +312,10 @@ def validate(script_args, training_args, model_args, check_model: bool = True):
             raise RecipeError(f"{key}: expected a {sign} number, got {value!r}; fix it, or remove the key for the "
                               f"default")
     script_args.learning_rate_groups = check_learning_rate_groups(script_args.learning_rate_groups)
+    if (script_args.learning_rate_groups and training_args.learning_rate == 0
+            and not any(script_args.learning_rate_groups.values())):
+        raise RecipeError("learning_rate_groups: every parameter has learning rate 0, so nothing would train; "
+                          "give learning_rate or a group a positive rate")
     if script_args.task == "grpo":
         from .rewards import check_reward_name
 

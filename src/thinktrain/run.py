@@ -109,8 +109,8 @@ def use_learning_rate_groups(trainer, groups: dict[str, float], learning_rate: f
 
 def freeze_zero_rate(model, groups: dict[str, float], learning_rate: float) -> int:
     """requires_grad=False for every parameter whose rate (its first matching group's, else learning_rate) is 0;
-    returns how many weights that froze. A pattern at rate 0 that matches no trainable parameter is an error."""
-    unmatched, frozen = {pattern for pattern, lr in groups.items() if lr == 0}, 0
+    returns how many weights that froze. A pattern that matches no trainable parameter is an error."""
+    unmatched, frozen = set(groups), 0
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -119,11 +119,8 @@ def freeze_zero_rate(model, groups: dict[str, float], learning_rate: float) -> i
         if (groups[pattern] if pattern is not None else learning_rate) == 0:
             p.requires_grad_(False)
             frozen += _numel(p)
-    if unmatched:
+    if unmatched:  # (all rates 0 is refused with the recipe; a matching positive group always trains something)
         _no_match(sorted(unmatched)[0], model)
-    if frozen and not any(p.requires_grad for p in model.parameters()):
-        raise RecipeError("learning_rate_groups: every parameter has learning rate 0, so nothing would train; "
-                          "give learning_rate or a group a positive rate")
     return frozen
 
 
