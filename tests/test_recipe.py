@@ -55,6 +55,30 @@ def test_config_flag_and_equals_form(tmp_path):
     assert train.max_steps == 4
 
 
+@pytest.mark.parametrize("speedup, bf16", [(0.01, False), (4.5, True)])
+def test_cpu_bf16_falls_back_to_fp32_where_the_cpu_has_no_bf16(tmp_path, monkeypatch, capsys, speedup, bf16):
+    # AVX2-only CPUs emulate bf16 matmuls ~100x slower than fp32: a CPU bf16 recipe trains in fp32 there, saying so
+    import thinktrain.recipe
+
+    monkeypatch.setattr(thinktrain.recipe, "cpu_bf16_speedup", lambda: speedup)
+    p = write(tmp_path, BASE + "bf16: true\nuse_cpu: true\n")
+    _, _, train, _ = parse([str(p), "--max_steps", "3"])
+    assert train.bf16 is bf16 and train.max_steps == 3 and train.use_cpu
+    assert train.mixed_precision == ("bf16" if bf16 else "no")
+    err = capsys.readouterr().err
+    if bf16:
+        assert "warning" not in err
+    else:
+        assert err.startswith("thinktrain: warning: bf16 matmuls run 100x slower than fp32 on this CPU")
+        assert "training in fp32 instead (set bf16: false to silence this)" in err
+
+
+def test_cpu_bf16_speedup_is_measured():
+    from thinktrain.recipe import cpu_bf16_speedup
+
+    assert cpu_bf16_speedup() > 0
+
+
 def test_grpo_fields_and_rewards(tmp_path):
     p = write(tmp_path, GRPO + "reward_funcs: [accuracy, format]\nreward_weights: [1, 0.5]\nnum_generations: 4\n"
               "per_device_train_batch_size: 8\nmax_prompt_length: 64\n")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import functools
 import importlib.util
 import json
 import os
@@ -234,12 +235,54 @@ def _has_bf16_accelerator() -> bool:
     return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
 
 
+@functools.cache
+def cpu_bf16_speedup(n: int = 256) -> float:
+    """How many times faster an n x n matmul runs in bf16 than in fp32 on this CPU (best of 3 each): > 1 with
+    AVX512-BF16 or AMX, ~0.01 on CPUs without native bf16 (AVX2 only), where PyTorch emulates it."""
+    import time
+
+    import torch
+
+    best = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a = torch.randn(n, n).to(dtype)
+        a @ a  # warm-up
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            a @ a
+            times.append(time.perf_counter() - start)
+        best[dtype] = min(times)
+    return best[torch.float32] / max(best[torch.bfloat16], 1e-9)
+
+
 def _first_line(e: Exception) -> str:
     text = str(e).strip() or type(e).__name__
     return " ".join(text.split("\n")[0].split())
 
 
 # --------------------------------------------------------------------------- parse + validate
+
+
+def _cpu_capability() -> str:
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def _parse_dataclasses(parser, overrides: list[str]) -> list:
+    try:
+        *args, rest = parser.parse_args_into_dataclasses(args=overrides, return_remaining_strings=True)
+    except RecipeError:
+        raise
+    except (ValueError, TypeError) as e:  # a dataclass __post_init__ rejected a combination of values
+        if "support bf16" in str(e):
+            raise RecipeError("bf16: true needs a GPU here; pass --bf16 false (or --use_cpu true for CPU bf16 "
+                              "autocast)") from None
+        raise RecipeError(_first_line(e)) from None
+    if rest:
+        raise RecipeError(f"unexpected argument(s) {' '.join(rest)}: overrides look like --key value")
+    return args
 
 
 def parse(argv: list[str] | None = None, check_model: bool = True):
@@ -280,18 +323,13 @@ def parse(argv: list[str] | None = None, check_model: bool = True):
         defaults["bf16"] = False  # TRL defaults to bf16, which fails on a CPU-only box; unset means "where it works"
     parser.set_defaults_with_config(**defaults)
 
-    try:
-        *args, rest = parser.parse_args_into_dataclasses(args=overrides, return_remaining_strings=True)
-    except RecipeError:
-        raise
-    except (ValueError, TypeError) as e:  # a dataclass __post_init__ rejected a combination of values
-        if "support bf16" in str(e):
-            raise RecipeError("bf16: true needs a GPU here; pass --bf16 false (or --use_cpu true for CPU bf16 "
-                              "autocast)") from None
-        raise RecipeError(_first_line(e)) from None
-    if rest:
-        raise RecipeError(f"unexpected argument(s) {' '.join(rest)}: overrides look like --key value")
-    script_args, training_args, model_args = args
+    script_args, training_args, model_args = _parse_dataclasses(parser, overrides)
+    if training_args.bf16 and training_args.use_cpu and (speedup := cpu_bf16_speedup()) < 0.5:
+        # bf16 autocast on a CPU without bf16 hardware: every matmul ~100x slower, an hour where fp32 takes a minute
+        print(f"thinktrain: warning: bf16 matmuls run {1 / speedup:.0f}x slower than fp32 on this CPU (no native "
+              f"bf16: {_cpu_capability()}); training in fp32 instead (set bf16: false to silence this)",
+              file=sys.stderr, flush=True)
+        script_args, training_args, model_args = _parse_dataclasses(parser, [*overrides, "--bf16", "false"])
     script_args.task = task
     script_args._recipe_keys = list(config) + [t[2:].split("=")[0] for t in overrides if t.startswith("--")]
     validate(script_args, training_args, model_args, check_model)
