@@ -57,20 +57,23 @@ def test_config_flag_and_equals_form(tmp_path):
 
 @pytest.mark.parametrize("speedup, bf16", [(0.01, False), (4.5, True)])
 def test_cpu_bf16_falls_back_to_fp32_where_the_cpu_has_no_bf16(tmp_path, monkeypatch, capsys, speedup, bf16):
-    # AVX2-only CPUs emulate bf16 matmuls ~100x slower than fp32: a CPU bf16 recipe trains in fp32 there, saying so
+    # AVX2-only CPUs emulate bf16 matmuls ~100x slower than fp32: a CPU bf16 recipe trains in fp32 there, and the
+    # run header says why (stderr stays clean, so a bad recipe still fails with one line)
     import thinktrain.recipe
+    from thinktrain.run import header
 
     monkeypatch.setattr(thinktrain.recipe, "cpu_bf16_speedup", lambda: speedup)
     p = write(tmp_path, BASE + "bf16: true\nuse_cpu: true\n")
-    _, _, train, _ = parse([str(p), "--max_steps", "3"])
+    _, script, train, model = parse([str(p), "--max_steps", "3"])
     assert train.bf16 is bf16 and train.max_steps == 3 and train.use_cpu
     assert train.mixed_precision == ("bf16" if bf16 else "no")
-    err = capsys.readouterr().err
+    assert capsys.readouterr().err == ""
+    line = header("sft", script, train, model, [0] * 4, None).split("\n")[2]
     if bf16:
-        assert "warning" not in err
+        assert line.endswith("on cpu, precision bf16")
     else:
-        assert err.startswith("thinktrain: warning: bf16 matmuls run 100x slower than fp32 on this CPU")
-        assert "training in fp32 instead (set bf16: false to silence this)" in err
+        assert line.endswith(f"on cpu, precision fp32 (bf16 asked for, but this CPU has no native bf16 "
+                             f"({thinktrain.recipe._cpu_capability()}): its bf16 matmuls run 100x slower than fp32)")
 
 
 def test_cpu_bf16_speedup_is_measured():

@@ -26,10 +26,12 @@ def header(task, script_args, training_args, model_args, train_ds, eval_ds) -> s
         size += f" / {len(eval_ds):,} eval"
     adapter = f" + LoRA r={model_args.lora_r}" if model_args.use_peft else ""
     quant = " (4-bit)" if model_args.load_in_4bit else " (8-bit)" if model_args.load_in_8bit else ""
+    fallback = getattr(script_args, "_bf16_fallback", None)  # recipe.parse: CPU bf16 where the CPU has none
     lines = [
         f"thinktrain {task}: {model_args.model_name_or_path}{quant}{adapter}",
         f"  dataset    {script_args.dataset_name} ({size})",
-        f"  processes  world_size={world} on {training_args.device.type}, precision {precision(training_args)}",
+        f"  processes  world_size={world} on {training_args.device.type}, precision {precision(training_args)}"
+        + (f" ({fallback})" if fallback else ""),
         f"  batch      {per_device} per device x {accum} accumulation x {world} = {per_device * accum * world} "
         f"{'completions' if task == 'grpo' else 'sequences'} per step",
     ]
