@@ -54,11 +54,22 @@ def prepare_cpu_processes() -> None:
 
 
 def end_processes() -> None:
-    """Tear the process group down before exit, once every rank is done saving. Left to interpreter shutdown, a
-    ZeRO-3 rank on CPU occasionally aborted in C++ teardown ("terminate called without an active exception",
-    exit -6) after the model was written, failing the launch."""
+    """Tear the process group down once every rank is done saving, then, in a CPU process group, exit at once.
+    Left to interpreter shutdown, a rank occasionally aborted in C++ teardown ("terminate called without an active
+    exception", exit -6) after the model was written, failing the launch: seen with ZeRO-3 before
+    destroy_process_group was added here, and after it with 2-process DDP GRPO. os._exit skips that teardown;
+    everything worth keeping is saved and flushed by then."""
+    import logging
+    import sys
+
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    dist.destroy_process_group()
+    if int(os.environ.get("LOCAL_RANK", -1)) != -1 and _no_accelerator():  # a launched worker, never a caller's process
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
