@@ -237,23 +237,14 @@ def _has_bf16_accelerator() -> bool:
 
 @functools.cache
 def cpu_bf16_speedup(n: int = 256) -> float:
-    """How many times faster an n x n matmul runs in bf16 than in fp32 on this CPU (best of 3 each): > 1 with
-    AVX512-BF16 or AMX, ~0.01 on CPUs without native bf16 (AVX2 only), where PyTorch emulates it."""
-    import time
-
+    """How many times faster an n x n matmul runs in bf16 than in fp32 on this CPU: > 1 with AVX512-BF16 or AMX,
+    ~0.01 on CPUs without native bf16 (AVX2 only), where PyTorch emulates it."""
     import torch
 
-    best = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        a = torch.randn(n, n).to(dtype)
-        a @ a  # warm-up
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            a @ a
-            times.append(time.perf_counter() - start)
-        best[dtype] = min(times)
-    return best[torch.float32] / max(best[torch.bfloat16], 1e-9)
+    from .pretrain import measure_peak_tflops
+
+    return (measure_peak_tflops(torch.bfloat16, "cpu", n=n, reps=3)
+            / measure_peak_tflops(torch.float32, "cpu", n=n, reps=3))
 
 
 def _first_line(e: Exception) -> str:
@@ -262,12 +253,6 @@ def _first_line(e: Exception) -> str:
 
 
 # --------------------------------------------------------------------------- parse + validate
-
-
-def _cpu_capability() -> str:
-    import torch
-
-    return torch.backends.cpu.get_cpu_capability()
 
 
 def _parse_dataclasses(parser, overrides: list[str]) -> list:
@@ -328,8 +313,10 @@ def parse(argv: list[str] | None = None, check_model: bool = True):
     if training_args.bf16 and training_args.use_cpu and (speedup := cpu_bf16_speedup()) < 0.5:
         # bf16 autocast on a CPU without bf16 hardware: every matmul ~100x slower, an hour where fp32 takes a minute.
         # The run header says so (not a warning here: a bad recipe must still fail with its one-line error).
-        fallback = (f"bf16 asked for, but this CPU has no native bf16 ({_cpu_capability()}): its bf16 matmuls run "
-                    f"{1 / speedup:.0f}x slower than fp32")
+        import torch
+
+        fallback = (f"bf16 asked for, but this CPU has no native bf16 ({torch.backends.cpu.get_cpu_capability()}): "
+                    f"its bf16 matmuls run {1 / speedup:.0f}x slower than fp32")
         script_args, training_args, model_args = _parse_dataclasses(parser, [*overrides, "--bf16", "false"])
     script_args._bf16_fallback = fallback
     script_args.task = task
