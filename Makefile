@@ -18,7 +18,7 @@ install: $(VENV)/.installed
 
 # The main job on its embedded offline default: tokenizer + pretrain -> SFT -> GRPO (recipes/demo), each stage
 # evaluated on the same 500 held-out problems; $(OUT)/results.json, $(OUT)/report.md, a table
-# (2-core CPU, fp32: ~15 minutes, up to ~20 on a slow day; docs/pipeline.md).
+# (2-core CPU, fp32: ~15 minutes measured, ~20 estimated on a 1.4x slower day; docs/pipeline.md).
 # SEED=N reruns every stage with another seed.
 demo: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m thinktrain pipeline --out $(OUT) $(if $(SEED),--seed $(SEED))
