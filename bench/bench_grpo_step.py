@@ -94,8 +94,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         argv = [a.recipe, "--model_name_or_path", a.model, "--max_steps", str(a.steps), "--output_dir", out,
                 "--logging_steps", "1000", *a.overrides]
-        _, script_args, training_args, model_args = parse(argv)
-        grpo.main(script_args, training_args, model_args)
+        grpo.main(parse(argv))
 
     rows = collections.defaultdict(list)
     for s in steps[1:]:

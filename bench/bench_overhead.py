@@ -30,15 +30,14 @@ def parse(task: str, model: str, steps: int, out: str):
 
     argv = [str(ROOT / f"recipes/demo/{task}.yaml"), "--model_name_or_path", model, "--max_steps", str(steps),
             "--output_dir", out, "--logging_steps", "1000"]
-    return parse_recipe(argv)[1:]
+    return parse_recipe(argv)
 
 
 def thinktrain_run(task: str, model: str, steps: int) -> float:
-    import importlib
+    from thinktrain import tasks
 
     with tempfile.TemporaryDirectory() as out:
-        script_args, training_args, model_args = parse(task, model, steps, out)
-        metrics = importlib.import_module(f"thinktrain.{task}").main(script_args, training_args, model_args)
+        metrics = tasks.run(parse(task, model, steps, out))
     return steps / metrics["train_runtime"]
 
 
@@ -50,7 +49,8 @@ def trl_run(task: str, model: str, steps: int) -> float:
     from thinktrain import data, rewards
 
     with tempfile.TemporaryDirectory() as out:
-        script_args, training_args, _ = parse(task, model, steps, out)
+        recipe = parse(task, model, steps, out)
+        script_args, training_args = recipe.script_args, recipe.training_args
         set_seed(training_args.seed)
         tokenizer = AutoTokenizer.from_pretrained(model)
         train_ds, _ = data.load(script_args, training_args, tokenizer)

@@ -70,7 +70,7 @@ def main():
     import torch
 
     from thinktrain.pretrain import measure_peak_tflops
-    from thinktrain.recipe import cpu_bf16_speedup
+    from thinktrain.hardware import cpu_bf16_speedup
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--presets", nargs="+", default=list(CASES), choices=list(CASES))

@@ -2,6 +2,9 @@
 
     .venv/bin/python bench/bench_rewards.py [--n 3000] [--shared PATH]
 
+--shared is a folder holding data/gsm8k/{train,test}.jsonl (e.g. a local copy of openai/gsm8k); default
+$THINKTRAIN_SHARED, else the folder `shared` beside the repository.
+
 Completions, a quarter each: the worked solution in think/answer format with the right answer; the same with a
 wrong answer (N+1); the worked solution as plain text ending "The answer is N."; the same ending "$\\boxed{N}$".
 Both graders see the same (completion, gold) pairs; math_verify runs as parse(gold), parse(completion),
@@ -90,7 +93,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=3000, help="completions (default 3000)")
     default_shared = os.environ.get("THINKTRAIN_SHARED", str(ROOT.parent / "shared"))
-    ap.add_argument("--shared", default=default_shared, help="folder holding data/gsm8k")
+    ap.add_argument("--shared", default=default_shared,
+                    help="a folder holding data/gsm8k/{train,test}.jsonl (e.g. a local copy of openai/gsm8k)")
     args = ap.parse_args(argv)
     if not (Path(args.shared) / "data" / "gsm8k" / "train.jsonl").is_file():
         sys.exit(f"no GSM8K data in {args.shared}/data/gsm8k (pass --shared or set THINKTRAIN_SHARED)")

@@ -2,7 +2,7 @@
 
 import sys
 
-from thinktrain.cli import train
+from thinktrain.cli import main
 
 if __name__ == "__main__":
-    sys.exit(train(sys.argv[1:]))
+    sys.exit(main(["train", *sys.argv[1:]]))

@@ -153,6 +153,11 @@ def _digits_key(text: str):
 # --------------------------------------------------------------------------- where the answer is
 
 
+def gold_answer(answer) -> str:
+    """A gold answer as written: GSM8K's '... #### 1,234' -> '1,234'; text without '####' is returned stripped."""
+    return str(answer).rsplit("####", 1)[-1].strip()
+
+
 def answer_block(text: str) -> str | None:
     """Content of the LAST complete <answer>...</answer> block, or None.
 
@@ -392,4 +397,4 @@ def symbolic_equal(gold_parsed: list, text: str) -> bool:
         return False
 
 
-__all__ = ["answer_block", "final_number", "gold_span", "parse_gold", "grade", "symbolic_parse", "symbolic_equal"]
+__all__ = ["gold_answer", "answer_block", "final_number", "gold_span", "parse_gold", "grade", "symbolic_parse", "symbolic_equal"]

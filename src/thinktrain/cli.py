@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 import warnings
 
@@ -35,27 +34,42 @@ def fail(message: str) -> int:
 
 
 def train(argv: list[str]) -> int:
+    from . import tasks
     from .distributed import end_processes, prepare_cpu_processes
-    from .recipe import RecipeError, parse
+    from .recipe import parse
 
-    try:
-        prepare_cpu_processes()  # several launched processes on a GPU-less machine: make them one gloo group
-        task, script_args, training_args, model_args = parse(argv)
-        importlib.import_module(f"thinktrain.{task}").main(script_args, training_args, model_args)
-    except RecipeError as e:
-        return fail(str(e))
+    prepare_cpu_processes()  # several launched processes on a GPU-less machine: make them one gloo group
+    tasks.run(parse(argv))
     end_processes()
     return 0
 
 
-def _run(module: str, argv: list[str]) -> int:
-    """A command whose module has main(argv) -> int and reports input mistakes as RecipeError."""
-    from .recipe import RecipeError
+def evaluate(argv: list[str]) -> int:
+    from .evaluation import main
 
-    try:
-        return importlib.import_module(f"thinktrain.{module}").main(argv)
-    except RecipeError as e:
-        return fail(str(e))
+    return main(argv)
+
+
+def report(argv: list[str]) -> int:
+    from .report import main
+
+    return main(argv)
+
+
+def pipeline(argv: list[str]) -> int:
+    from .pipeline import main
+
+    return main(argv)
+
+
+def merge(argv: list[str]) -> int:
+    from .merge import main
+
+    return main(argv)
+
+
+# command -> function(argv) -> exit code; each imports its module only when it runs
+COMMANDS = {"train": train, "eval": evaluate, "report": report, "pipeline": pipeline, "merge": merge}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,16 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, end="", file=sys.stdout if argv else sys.stderr)  # no command is a mistake: stderr, exit 2
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    commands = {
-        "train": train,
-        "eval": lambda rest: _run("evaluation", rest),
-        "report": lambda rest: _run("report", rest),
-        "pipeline": lambda rest: _run("pipeline", rest),
-        "merge": lambda rest: _run("merge", rest),
-    }
-    if command not in commands:
-        return fail(f"unknown command '{command}'; commands: {', '.join(commands)}")
-    return commands[command](rest)
+    if command not in COMMANDS:
+        return fail(f"unknown command '{command}'; commands: {', '.join(COMMANDS)}")
+    from .errors import RecipeError
+
+    try:
+        return COMMANDS[command](rest)
+    except RecipeError as e:  # every input mistake, from any command: one line, exit 2
+        return fail(str(e))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .recipe import DATA_SUFFIXES, RecipeError
+from .answers import gold_answer
+from .configs import evaluating
+from .errors import DATA_SUFFIXES, RecipeError
 
 THINK_SYSTEM_PROMPT = (
     "You are a helpful assistant. Think step by step inside <think> </think>, then give only the final "
@@ -22,11 +24,6 @@ _CALCULATOR = re.compile(r"<<[^<>]*>>")  # GSM8K's calculator annotations: 48/2 
 
 
 # --------------------------------------------------------------------------- GSM8K shape
-
-
-def gold_answer(answer: str) -> str:
-    """'... #### 1,234' -> '1,234' (as written); text without '####' is returned stripped."""
-    return str(answer).rsplit("####", 1)[-1].strip()
 
 
 def worked_steps(answer: str) -> str:
@@ -88,7 +85,7 @@ def load(script_args, training_args, tokenizer=None):
     if script_args.task == "pretrain":
         return load_text(script_args, training_args)
     raw = load_raw(script_args.dataset_name, script_args.dataset_config, script_args.dataset_streaming)
-    want_eval = str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)) != "no"
+    want_eval = evaluating(training_args)
     splits = {"train": script_args.dataset_train_split}
     if want_eval:
         splits["eval"] = script_args.dataset_test_split
@@ -102,8 +99,11 @@ def load(script_args, training_args, tokenizer=None):
         ds = raw[split]
         if limit is not None and not script_args.dataset_streaming:
             ds = ds.select(range(min(limit, len(ds))))
-        shape = to_grpo if script_args.task == "grpo" else to_sft
-        out[role] = shape(ds, script_args)
+        if script_args.task == "grpo":
+            out[role] = to_grpo(ds, script_args.prompt_column, script_args.answer_column, script_args.system_prompt,
+                                script_args.dataset_name)
+        else:
+            out[role] = to_sft(ds, script_args)
     if script_args.task == "grpo" and script_args.max_prompt_length and tokenizer is not None:
         out["train"] = drop_long_prompts(out["train"], tokenizer, script_args.max_prompt_length)
     if script_args.task == "sft" and getattr(training_args, "assistant_only_loss", False) and tokenizer is not None:
@@ -121,21 +121,28 @@ def _prompt(question, system_prompt: str | None) -> list[dict]:
     return messages
 
 
-def _require(ds, columns: list[str], script_args, needs: str):
+def _require(ds, columns: list[str], name: str, needs: str, fix: str = "set prompt_column/answer_column to map "
+                                                                          "yours"):
     missing = [c for c in columns if c not in ds.column_names]
     if missing:
-        raise RecipeError(
-            f"dataset '{script_args.dataset_name}' lacks column(s) {', '.join(missing)} ({needs}); it has: "
-            f"{', '.join(ds.column_names)} — set prompt_column/answer_column to map yours"
-        )
+        raise RecipeError(f"dataset '{name}' lacks column(s) {', '.join(missing)} ({needs}); it has: "
+                          f"{', '.join(ds.column_names)} — {fix}")
 
 
-def to_grpo(ds, script_args):
-    """-> conversational `prompt` + gold `solution` (e.g. '18' from GSM8K's '#### 18')."""
-    q = "prompt" if "prompt" in ds.column_names else script_args.prompt_column
-    a = "solution" if "solution" in ds.column_names else script_args.answer_column
-    _require(ds, [q, a], script_args, "GRPO needs a prompt and a gold answer")
-    system = script_args.system_prompt
+def problem_columns(ds, prompt_column: str, answer_column: str, name: str, needs: str, fix: str | None = None
+                    ) -> tuple[str, str]:
+    """The (question, gold answer) columns: `prompt`/`solution` when the data has them, else the named ones."""
+    q = "prompt" if "prompt" in ds.column_names else prompt_column
+    a = "solution" if "solution" in ds.column_names else answer_column
+    _require(ds, [q, a], name, needs, *([fix] if fix else []))
+    return q, a
+
+
+def to_grpo(ds, prompt_column: str, answer_column: str, system_prompt: str | None, name: str):
+    """-> conversational `prompt` + gold `solution` (e.g. '18' from GSM8K's '#### 18'); GRPO trains and evaluation
+    tests on exactly this."""
+    q, a = problem_columns(ds, prompt_column, answer_column, name, "GRPO needs a prompt and a gold answer")
+    system = system_prompt
 
     def shape(row):
         return {"prompt": _prompt(row[q], system), "solution": gold_answer(row[a])}
@@ -152,7 +159,8 @@ def to_sft(ds, script_args):
     if "text" in cols or {"prompt", "completion"} <= set(cols):
         return ds
     q, a = script_args.prompt_column, script_args.answer_column
-    _require(ds, [q, a], script_args, "SFT needs messages, text, prompt+completion, or a question and an answer")
+    _require(ds, [q, a], script_args.dataset_name,
+             "SFT needs messages, text, prompt+completion, or a question and an answer")
 
     def shape(row):
         answer = row[a]
@@ -210,7 +218,7 @@ def load_text(script_args, training_args):
 
     name, streaming, column = script_args.dataset_name, script_args.dataset_streaming, training_args.dataset_text_field
     raw = load_raw(name, script_args.dataset_config, streaming)
-    want_eval = str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)) != "no"
+    want_eval = evaluating(training_args)
     for key in ("dataset_train_split", "dataset_test_split")[: 1 + want_eval]:
         if getattr(script_args, key) not in raw:
             raise RecipeError(f"{key}: dataset '{name}' has no split '{getattr(script_args, key)}'; "

@@ -1,7 +1,7 @@
 """Multi-process launches on machines without a GPU: make them really run N processes.
 
 accelerate's launchers were built for GPUs, and on a CPU-only box two launches go quietly wrong
-(../shared/NOTES-cpu-stack.md, measured):
+(measured):
 - MULTI_GPU / torchrun with 2 processes and no GPU: each process builds a single-process state and trains the
   whole dataset alone (two copies, world_size=1). The fix is accelerate's own CPU path (gloo), which the
   launcher enables only for `--cpu`; here ACCELERATE_USE_CPU is set for it.
@@ -32,7 +32,7 @@ def prepare_cpu_processes() -> None:
     if int(os.environ.get("LOCAL_RANK", -1)) == -1 or not _no_accelerator():
         return
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
-        from .recipe import RecipeError
+        from .errors import RecipeError
 
         raise RecipeError("FSDP needs GPUs: accelerate runs FSDP only on GPU-type devices, and on this CPU-only "
                           "machine the run would silently be plain DDP; use accelerate_configs/multi_cpu.yaml, or "

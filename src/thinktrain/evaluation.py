@@ -2,7 +2,7 @@
 
     thinktrain eval --model runs/tiny/sft --dataset synthetic:gsm8k --limit 200 --num_samples 8
     from thinktrain.evaluation import evaluate_model
-    results = evaluate_model("runs/tiny/sft", "synthetic:gsm8k", limit=200)     # or a loaded model
+    results = evaluate_model("runs/tiny/sft", "synthetic:gsm8k", limit=200)     # or a loaded model / a Dataset
 
 Every problem gets one greedy completion (pass@1, strict and lenient); with num_samples k > 1 it also gets k
 samples at `temperature` (top_p 1, no top-k) for sampled accuracy, pass@k and maj@k. Scoring is the
@@ -12,21 +12,23 @@ and the GRPO reward agree on what is right by construction. Definitions and the 
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import dataclasses
 import json
 import math
-import re
 import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import NamedTuple
 
-from .recipe import ArgParser, RecipeError, check_source
+from .answers import answer_block
+from .configs import EvalArguments
+from .errors import RecipeError, pct
+from .recipe import Parser, check_source
 
 METRIC = Path(__file__).parent / "metrics" / "gsm8k_accuracy"
 BREAKDOWN_COLUMNS = ("steps", "template")  # per-difficulty tables when the data has them (synthetic does)
-_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 
 # --------------------------------------------------------------------------- estimators
@@ -55,7 +57,7 @@ def answer_groups(completions: list[str]) -> list[int | None]:
     an answer it can't parse as a number matches only the same text."""
     from .rewards import accuracy_reward
 
-    blocks = [m[-1].strip() if (m := _ANSWER_BLOCK.findall(c)) else None for c in completions]
+    blocks = [b.strip() if (b := answer_block(c)) is not None else None for c in completions]
     groups: list[int | None] = [None] * len(completions)
     for i, block in enumerate(blocks):
         if block is None or groups[i] is not None:
@@ -74,32 +76,40 @@ def answer_groups(completions: list[str]) -> list[int | None]:
 # --------------------------------------------------------------------------- problems, prompts, model
 
 
-def load_problems(dataset, *, split: str = "test", limit: int | None = None, config: str | None = None):
-    """The first `limit` rows of one split of anything thinktrain.data.load_raw reads (a Dataset passes through).
-
-    A single data file is its own split, whatever `split` says. Mistakes raise RecipeError before any model loads."""
+def load_problems(args: EvalArguments):
+    """The first `args.limit` problems of `args.split` of `args.dataset` (anything thinktrain.data.load_raw reads;
+    a single data file is its own split), checked for a question and a gold answer column. Every mistake raises a
+    one-line RecipeError before any model loads."""
     from datasets import Dataset
 
-    if not isinstance(dataset, (str, Path)):
-        ds = dataset
-    else:
-        from .data import load_raw
+    from .data import load_raw
 
-        name = str(dataset)
-        check_source("--dataset", name, repo_type="dataset")
-        raw = load_raw(_only_split(name, split), config)
-        if split in raw:
-            ds = raw[split]
-        elif len(raw) == 1 and Path(name).is_file():
-            ds = next(iter(raw.values()))
-        else:
-            raise RecipeError(f"--split: dataset '{name}' has no split '{split}'; it has: {', '.join(raw)}")
+    name = args.dataset
+    if not name:
+        raise RecipeError("the following arguments are required: --dataset")
+    check_source("--dataset", name, repo_type="dataset")
+    raw = load_raw(_only_split(name, args.split), args.dataset_config)
+    if args.split in raw:
+        ds = raw[args.split]
+    elif len(raw) == 1 and Path(name).is_file():
+        ds = next(iter(raw.values()))
+    else:
+        raise RecipeError(f"--split: dataset '{name}' has no split '{args.split}'; it has: {', '.join(raw)}")
     if not isinstance(ds, Dataset):
         raise RecipeError(f"--dataset: expected a datasets.Dataset, got {type(ds).__name__}")
+    return _checked(ds, args)
+
+
+def _checked(ds, args: EvalArguments):
+    """A Dataset of problems cut to args.limit rows; empty data and missing columns are RecipeErrors."""
     if len(ds) == 0:
-        raise RecipeError(f"--dataset: {dataset if isinstance(dataset, (str, Path)) else 'the dataset'} has no rows "
-                          f"in split '{split}'")
-    return ds.select(range(min(limit, len(ds)))) if limit is not None else ds
+        raise RecipeError(f"--dataset: {args.dataset or 'the dataset'} has no rows in split '{args.split}'")
+    ds = ds.select(range(min(args.limit, len(ds)))) if args.limit is not None else ds
+    from .data import problem_columns
+
+    problem_columns(ds, args.prompt_column, args.answer_column, args.dataset or "dataset",
+                    "evaluation needs a question and a gold answer", "pass --prompt_column/--answer_column")
+    return ds
 
 
 def _only_split(name: str, split: str) -> str:
@@ -130,30 +140,7 @@ def resolve_system_prompt(system_prompt: str | None, model_dir: str | None) -> t
     return THINK_SYSTEM_PROMPT, "default (thinktrain.data.THINK_SYSTEM_PROMPT)"
 
 
-def check_columns(ds, prompt_column: str = "question", answer_column: str = "answer", name: str = "dataset"):
-    question = "prompt" if "prompt" in ds.column_names else prompt_column
-    answer = "solution" if "solution" in ds.column_names else answer_column
-    missing = [c for c in (question, answer) if c not in ds.column_names]
-    if missing:
-        raise RecipeError(f"dataset '{name}' lacks column(s) {', '.join(missing)} (evaluation needs a question and a "
-                          f"gold answer); it has: {', '.join(ds.column_names)} — pass --prompt_column/"
-                          f"--answer_column")
-
-
-def shape_problems(ds, system_prompt: str | None, prompt_column: str = "question", answer_column: str = "answer",
-                   name: str = "dataset"):
-    """-> conversational `prompt` + gold `solution` (other columns kept), exactly as GRPO trains on them."""
-    from types import SimpleNamespace
-
-    from .data import to_grpo
-
-    check_columns(ds, prompt_column, answer_column, name)
-    args = SimpleNamespace(prompt_column=prompt_column, answer_column=answer_column, system_prompt=system_prompt,
-                           dataset_name=name)
-    return to_grpo(ds, args)
-
-
-def load_model(path: str, *, dtype=None, device: str | None = None):
+def load_checkpoint(path: str, *, dtype=None, device: str | None = None):
     """(model in eval mode, tokenizer) from a local checkpoint or Hub id (an adapter folder loads base + LoRA)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -196,6 +183,19 @@ def _cache(device) -> dict:
     return {"cache_implementation": "static"} if device.type == "cpu" else {}
 
 
+@contextlib.contextmanager
+def _padding_token(tokenizer, pad_id: int):
+    """The tokenizer pads with `pad_id` for the duration (eos when it has no pad token, as generate does)."""
+    saved = tokenizer.pad_token_id
+    if saved is None:
+        tokenizer.pad_token_id = pad_id
+    try:
+        yield
+    finally:
+        if saved is None:
+            tokenizer.pad_token_id = None
+
+
 def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch_size: int, do_sample: bool = False,
              temperature: float = 1.0, add_special_tokens: bool = False, desc: str = "generating",
              progress: bool = True) -> list[Completion]:
@@ -208,22 +208,20 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch
 
     eos = _eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
-    ids = tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # longest first: less padding, OOM at once
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]]
+    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])  # longest first: less padding, OOM at once
     sampling = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0) if do_sample else dict(do_sample=False)
-    out: list[Completion | None] = [None] * len(ids)
+    out: list[Completion | None] = [None] * len(prompts)
     device = model.device
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    with torch.inference_mode():
+    with torch.inference_mode(), _padding_token(tokenizer, pad):
         for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, file=sys.stderr):
-            width = max(len(ids[i]) for i in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                input_ids[row, width - len(ids[i]):] = torch.tensor(ids[i])
-                mask[row, width - len(ids[i]):] = 1
+            enc = tokenizer([prompts[i] for i in batch], add_special_tokens=add_special_tokens, padding=True,
+                            padding_side="left", return_tensors="pt")
+            width = enc["input_ids"].shape[1]
             generated = model.generate(
-                input_ids=input_ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
+                max_new_tokens=max_new_tokens,
                 pad_token_id=pad, eos_token_id=eos or None, repetition_penalty=1.0, **sampling, **_cache(device),
             )[:, width:].tolist()
             for row, i in enumerate(batch):
@@ -260,28 +258,32 @@ def summarize(records: list[dict], k: int) -> dict:
     return out
 
 
-def evaluate_model(model_or_path, dataset, *, split: str = "test", limit: int | None = None, num_samples: int = 1,
-                   temperature: float = 1.0, max_new_tokens: int = 256, batch_size: int = 32,
-                   system_prompt: str | None = None, seed: int = 0, tokenizer=None, dataset_config: str | None = None,
-                   prompt_column: str = "question", answer_column: str = "answer", progress: bool = True) -> dict:
+def evaluate_model(model_or_path, problems, args: EvalArguments | None = None, *, tokenizer=None,
+                   progress: bool = True, **settings) -> dict:
     """Generate, score and summarise; returns the results dict (docs/evaluation.md), per-problem records included.
 
-    model_or_path: a checkpoint path / Hub id (loaded with load_model), or a loaded causal LM (its tokenizer from
-    `tokenizer=`, else from model.name_or_path). dataset: a name or file for thinktrain.data.load_raw, or a
-    datasets.Dataset. system_prompt: None = the model folder's recipe.yaml, else data.THINK_SYSTEM_PROMPT;
-    "" = none."""
-    check_options(limit=limit, num_samples=num_samples, temperature=temperature, max_new_tokens=max_new_tokens,
-                  batch_size=batch_size)
+    model_or_path: a checkpoint path / Hub id (loaded with load_checkpoint), or a loaded causal LM (its tokenizer
+    from `tokenizer=`, else from model.name_or_path). problems: a datasets.Dataset (e.g. from load_problems), or a
+    dataset name / file that load_problems reads. args: the settings (configs.EvalArguments); keyword `settings`
+    replace single fields of it (limit=200, num_samples=8, ...). system_prompt None = the model folder's
+    recipe.yaml, else data.THINK_SYSTEM_PROMPT; "" = none."""
+    args = dataclasses.replace(args or EvalArguments(), **settings)
+    check_options(args)
     from transformers import set_seed
 
+    from .data import to_grpo
     from .rewards import format_reward, template_prefills_think
 
     started = time.time()
-    name = str(dataset) if isinstance(dataset, (str, Path)) else "<datasets.Dataset>"
-    problems = load_problems(dataset, split=split, limit=limit, config=dataset_config)
+    if isinstance(problems, (str, Path)):
+        args = dataclasses.replace(args, dataset=str(problems))
+        problems = load_problems(args)
+    else:
+        problems = _checked(problems, args)
+    name = args.dataset or "<datasets.Dataset>"
     if isinstance(model_or_path, (str, Path)):
         model_dir = str(model_or_path)
-        model, loaded_tokenizer = load_model(model_dir)
+        model, loaded_tokenizer = load_checkpoint(model_dir)
         tokenizer = tokenizer or loaded_tokenizer
     else:
         model, model_dir = model_or_path, getattr(model_or_path, "name_or_path", None) or None
@@ -291,16 +293,16 @@ def evaluate_model(model_or_path, dataset, *, split: str = "test", limit: int | 
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    system, system_source = resolve_system_prompt(system_prompt, model_dir if model_dir and Path(model_dir).is_dir()
-                                                  else None)
-    shaped = shape_problems(problems, system, prompt_column, answer_column, name)
+    system, system_source = resolve_system_prompt(args.system_prompt, model_dir if model_dir and
+                                                  Path(model_dir).is_dir() else None)
+    shaped = to_grpo(problems, args.prompt_column, args.answer_column, system, name)  # exactly as GRPO trains
     has_template = bool(getattr(tokenizer, "chat_template", None))
     prompts = [render(tokenizer, p) for p in shaped["prompt"]]
     golds = list(shaped["solution"])
-    k = num_samples
+    k, seed, prompt_column = args.num_samples, args.seed, args.prompt_column
 
-    gen = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, add_special_tokens=not has_template,
-               progress=progress)
+    gen = dict(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, add_special_tokens=not has_template,
+               progress=progress and not args.quiet)
     was_training = model.training
     model.eval()
     try:
@@ -310,7 +312,7 @@ def evaluate_model(model_or_path, dataset, *, split: str = "test", limit: int | 
         if k > 1:
             set_seed(seed)
             samples = generate(model, tokenizer, [p for p in prompts for _ in range(k)], do_sample=True,
-                               temperature=temperature, desc=f"sampling {k} per problem", **gen)
+                               temperature=args.temperature, desc=f"sampling {k} per problem", **gen)
     finally:
         model.train(was_training)
 
@@ -343,7 +345,7 @@ def evaluate_model(model_or_path, dataset, *, split: str = "test", limit: int | 
     summary = summarize(records, k)
     return {
         "model": model_dir, "dataset": name,
-        "split": split if isinstance(dataset, (str, Path)) and not Path(dataset).is_file() else None,
+        "split": args.split if args.dataset and not Path(args.dataset).is_file() else None,
         "n": summary["n"], "k": k, "accuracy": summary["accuracy"], "accuracy_lenient": summary["accuracy_lenient"],
         "format": _mean(r["format"] for r in records),
         "sampled_accuracy": summary.get("sampled_accuracy"), "pass_at_k": summary.get("pass_at_k"),
@@ -354,7 +356,7 @@ def evaluate_model(model_or_path, dataset, *, split: str = "test", limit: int | 
         "mean_sampled_completion_tokens": _mean(c.tokens for c in samples) if k > 1 else None,
         "truncated": _mean(not c.finished for c in greedy),
         "unscored": sum(not ok for ok in scores["scored"][: len(greedy)]),
-        "temperature": temperature if k > 1 else None, "max_new_tokens": max_new_tokens, "seed": seed,
+        "temperature": args.temperature if k > 1 else None, "max_new_tokens": args.max_new_tokens, "seed": seed,
         "system_prompt": system, "system_prompt_source": system_source,
         "prompt_format": "chat_template" if has_template else "plain",
         "seconds": round(time.time() - started, 2),
@@ -374,21 +376,19 @@ def _groups(records: list[dict], column: str):
     return sorted(groups.items(), key=lambda kv: (not isinstance(kv[0], (int, float)), kv[0]))
 
 
-def check_options(*, limit=None, num_samples=1, temperature=1.0, max_new_tokens=1, batch_size=1):
-    for key, value in (("num_samples", num_samples), ("max_new_tokens", max_new_tokens), ("batch_size", batch_size),
-                       ("limit", 1 if limit is None else limit)):
+def check_options(args: EvalArguments):
+    for key in ("num_samples", "max_new_tokens", "batch_size", "limit"):
+        value = getattr(args, key)
+        if key == "limit" and value is None:
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise RecipeError(f"--{key}: expected a positive integer, got {value!r}")
-    if num_samples > 1 and not temperature > 0:
-        raise RecipeError(f"--temperature: sampling {num_samples} per problem needs a temperature > 0, "
-                          f"got {temperature}")
+    if args.num_samples > 1 and not args.temperature > 0:
+        raise RecipeError(f"--temperature: sampling {args.num_samples} per problem needs a temperature > 0, "
+                          f"got {args.temperature}")
 
 
 # --------------------------------------------------------------------------- printing, command line
-
-
-def _pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
 
 
 def format_table(result: dict) -> str:
@@ -404,34 +404,10 @@ def format_table(result: dict) -> str:
     lines = [f"thinktrain eval: {result['model']} on {where} (n={result['n']}{sampling})",
              f"  system prompt: {result['system_prompt_source']}",
              f"  {'':<{w}} {'n':>5} " + " ".join(f"{name:>9}" for name in names)]
-    lines += [f"  {label:<{w}} {s['n']:>5} " + " ".join(f"{_pct(s.get(key)):>9}" for key in keys) for label, s in rows]
-    lines.append(f"  format {_pct(result['format'])}, {result['mean_completion_tokens']:.1f} tokens per greedy "
-                 f"completion, {_pct(result['truncated'])} cut at max_new_tokens, {result['seconds']:.1f} s")
+    lines += [f"  {label:<{w}} {s['n']:>5} " + " ".join(f"{pct(s.get(key)):>9}" for key in keys) for label, s in rows]
+    lines.append(f"  format {pct(result['format'])}, {result['mean_completion_tokens']:.1f} tokens per greedy "
+                 f"completion, {pct(result['truncated'])} cut at max_new_tokens, {result['seconds']:.1f} s")
     return "\n".join(lines)
-
-
-def parser() -> argparse.ArgumentParser:
-    p = ArgParser(prog="thinktrain eval", description="Evaluate a causal LM on GSM8K-style problems "
-                   "(pass@1 greedy; with --num_samples k > 1 also sampled accuracy, pass@k, maj@k).")
-    p.add_argument("--model", required=True, help="checkpoint folder (e.g. runs/tiny/sft) or Hub id")
-    p.add_argument("--dataset", required=True,
-                   help="Hub id, .jsonl/.json/.parquet/.csv file or folder, or synthetic:gsm8k")
-    p.add_argument("--dataset_config", default=None, help="Hub dataset config, e.g. main for openai/gsm8k")
-    p.add_argument("--split", default="test", help="split to evaluate (a single file is its own split)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems")
-    p.add_argument("--num_samples", type=int, default=1, help="k samples per problem for sampled/pass@k/maj@k")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (k > 1; top_p 1, no top-k)")
-    p.add_argument("--max_new_tokens", type=int, default=256)
-    p.add_argument("--batch_size", type=int, default=32, help="sequences per generate() call")
-    p.add_argument("--system_prompt", default=None,
-                   help="default: the model folder's recipe.yaml system_prompt, else thinktrain's think/answer prompt; "
-                        "'' for none")
-    p.add_argument("--prompt_column", default="question")
-    p.add_argument("--answer_column", default="answer")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", default=None, help="write results + per-problem completions as JSON here")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p
 
 
 def check_model_source(model: str):
@@ -443,23 +419,23 @@ def check_model_source(model: str):
 
 def main(argv: list[str]) -> int:
     """`thinktrain eval ...`: every input mistake is a RecipeError raised before the model loads."""
+    parser = Parser(EvalArguments, prog="thinktrain eval", description="Evaluate a causal LM on GSM8K-style problems "
+                    "(pass@1 greedy; with --num_samples k > 1 also sampled accuracy, pass@k, maj@k).")
     try:
-        args = parser().parse_args(argv)
+        args, rest = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True)
     except SystemExit as e:  # --help
         return int(e.code or 0)
-    check_options(limit=args.limit, num_samples=args.num_samples, temperature=args.temperature,
-                  max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    if rest:
+        raise RecipeError(f"unrecognized arguments: {' '.join(rest)}")
+    missing = [f"--{key}" for key in ("model", "dataset") if not getattr(args, key)]
+    if missing:
+        raise RecipeError(f"the following arguments are required: {', '.join(missing)}")
+    check_options(args)
     check_model_source(args.model)
     if args.output and Path(args.output).is_dir():
         raise RecipeError(f"--output: {args.output} is a folder; give a file name, e.g. {args.output}/eval.json")
-    problems = load_problems(args.dataset, split=args.split, limit=args.limit, config=args.dataset_config)
-    check_columns(problems, args.prompt_column, args.answer_column, args.dataset)
-    result = evaluate_model(
-        args.model, args.dataset, split=args.split, limit=args.limit, num_samples=args.num_samples,
-        temperature=args.temperature, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-        system_prompt=args.system_prompt, seed=args.seed, dataset_config=args.dataset_config,
-        prompt_column=args.prompt_column, answer_column=args.answer_column, progress=not args.quiet,
-    )
+    problems = load_problems(args)  # loaded and checked once, before the model
+    result = evaluate_model(args.model, problems, args)
     print(format_table(result), flush=True)
     if args.output:
         out = Path(args.output)

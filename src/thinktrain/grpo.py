@@ -7,15 +7,16 @@ from .models import load_model, load_tokenizer
 from .rewards import load_rewards
 
 
-def main(script_args, training_args, model_args):
+def main(recipe):
     from transformers import set_seed
     from trl import GRPOTrainer, get_peft_config, get_quantization_config
 
+    script_args, training_args, model_args = recipe.script_args, recipe.training_args, recipe.model_args
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args, training_args)
     train_ds, eval_ds = data.load(script_args, training_args, tokenizer)  # column errors before the model loads
     rewards = load_rewards(script_args.reward_funcs, script_args, tokenizer, training_args.max_completion_length)
-    run.header("grpo", script_args, training_args, model_args, train_ds, eval_ds)
+    run.header(recipe, train_ds, eval_ds)
     trainer = GRPOTrainer(
         model=load_model(model_args, training_args, tokenizer),
         reward_funcs=rewards,
@@ -27,5 +28,5 @@ def main(script_args, training_args, model_args):
         peft_config=get_peft_config(model_args),
         quantization_config=get_quantization_config(model_args),
     )
-    result = run.train(trainer, script_args, training_args)
-    return run.finish(trainer, result, script_args, training_args, model_args)
+    result = run.train(trainer, recipe)
+    return run.finish(trainer, result, recipe)

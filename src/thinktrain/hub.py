@@ -13,13 +13,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import yaml
 from transformers import TrainerCallback
 
-from .recipe import RecipeError
+from .errors import RecipeError, pct
 
 # checkpoint files that only resuming needs: not uploaded to revisions (they are large and private to the run)
 _RESUME_ONLY = ["optimizer.pt", "scheduler.pt", "rng_state*.pth", "global_step*/*", "*.bin.index.json", "zero_to_fp32.py"]
@@ -42,7 +41,9 @@ def preflight(training_args, api=None) -> str:
     except HFValidationError as e:
         raise RecipeError(f"hub_model_id '{wanted}' is not a valid repo id ({str(e).split('.')[0]}); use "
                           f"'name' or 'namespace/name' with letters, digits, '-', '_', '.'") from None
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+    from huggingface_hub import is_offline_mode
+
+    if is_offline_mode():
         raise RecipeError("push_to_hub: true, but HF_HUB_OFFLINE is set: unset it, or pass --push_to_hub false")
     api = api or HfApi()
     token = training_args.hub_token or api.token or _saved_token()
@@ -105,10 +106,6 @@ def _eval_results(out: Path) -> list[dict]:
     return found
 
 
-def _pct(value) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
-
-
 def model_card(script_args, training_args, model_args, metrics: dict, recipe: dict) -> str:
     out = Path(training_args.output_dir)
     task = script_args.task
@@ -147,9 +144,10 @@ def model_card(script_args, training_args, model_args, metrics: dict, recipe: di
                   "|---|---|---|---|---|---|"]
         for e in evals:
             k = f" (k={e['k']})" if e.get("k", 1) > 1 else ""
-            lines.append(f"| `{e.get('dataset')}` | {e.get('n')} | {_pct(e.get('accuracy'))} | "
-                         f"{_pct(e.get('accuracy_lenient'))} | {_pct(e.get('sampled_accuracy'))}{k} | "
-                         f"{_pct(e.get('pass_at_k'))} |")
+            cells = [pct(e.get(key), none="—") for key in ("accuracy", "accuracy_lenient", "sampled_accuracy",
+                                                           "pass_at_k")]
+            lines.append(f"| `{e.get('dataset')}` | {e.get('n')} | {cells[0]} | {cells[1]} | {cells[2]}{k} | "
+                         f"{cells[3]} |")
         lines.append("")
     if metrics:
         lines += ["## Final training metrics", "", "| metric | value |", "|---|---|"]

@@ -8,7 +8,7 @@ PEFT go through TRL's code paths (the trainers take `quantization_config` and `p
 
 from __future__ import annotations
 
-from .recipe import RecipeError
+from .errors import RecipeError
 
 # Llama shapes (SwiGLU MLP, tied embeddings). Params for a 512-token vocabulary; embeddings add vocab x hidden.
 PRESETS = {

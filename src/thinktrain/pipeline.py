@@ -10,29 +10,32 @@ and evaluation already exist is skipped, so an interrupted demo continues where 
 from __future__ import annotations
 
 import argparse
-import importlib
+import dataclasses
 import json
 import time
 from pathlib import Path
 
-from .recipe import ArgParser, RecipeError, parse
+from . import tasks
+from .configs import EvalArguments
+from .errors import RecipeError, pct
+from .recipe import Parser, parse
 
 STAGES = ("pretrain", "sft", "grpo")
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "demo"
 # The held-out evaluation: fixed, whatever the recipes do (docs/pipeline.md).
-EVAL = dict(dataset="synthetic:gsm8k", split="test", limit=500, num_samples=8, temperature=1.0, max_new_tokens=96,
-            batch_size=512, seed=0)
+EVAL = EvalArguments(dataset="synthetic:gsm8k", split="test", limit=500, num_samples=8, temperature=1.0,
+                     max_new_tokens=96, batch_size=512, seed=0)
 SUMMARY_KEYS = ("accuracy", "accuracy_lenient", "sampled_accuracy", "pass_at_k", "maj_at_k", "k", "n", "format",
                 "mean_completion_tokens", "truncated", "seconds")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = ArgParser(prog="thinktrain pipeline", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="thinktrain pipeline", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/demo", help="output folder: <stage>/, eval/, results.json, report.md")
     p.add_argument("--recipes", default=str(RECIPES), help="folder with pretrain.yaml, sft.yaml, grpo.yaml")
     p.add_argument("--seed", type=int, default=None, help="seed for every stage (default: each recipe's own)")
     p.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset, in pipeline order")
-    p.add_argument("--num_samples", type=int, default=EVAL["num_samples"],
+    p.add_argument("--num_samples", type=int, default=EVAL.num_samples,
                    help="k samples per held-out problem for sampled pass@1 / pass@k (fewer is faster)")
     return p
 
@@ -51,10 +54,10 @@ def format_results(results: dict) -> str:
     head = f"{'stage':<9} {'greedy':>7} {'lenient':>8} {'sampled':>8} {'pass@k':>7} {'k':>3} {'n':>5} {'minutes':>8}"
     rows = [head, "-" * len(head)]
     for stage, r in results.items():
-        pct = lambda key: f"{100 * r[key]:.1f}%" if isinstance(r.get(key), (int, float)) else "-"  # noqa: E731
         minutes = r.get("train_minutes")
-        rows.append(f"{stage:<9} {pct('accuracy'):>7} {pct('accuracy_lenient'):>8} {pct('sampled_accuracy'):>8} "
-                    f"{pct('pass_at_k'):>7} {r.get('k', '-'):>3} {r.get('n', '-'):>5} "
+        greedy, lenient, sampled, passk = (pct(r.get(key)) for key in ("accuracy", "accuracy_lenient",
+                                                                       "sampled_accuracy", "pass_at_k"))
+        rows.append(f"{stage:<9} {greedy:>7} {lenient:>8} {sampled:>8} {passk:>7} {r.get('k', '-'):>3} {r.get('n', '-'):>5} "
                     f"{(f'{minutes:.1f}' if minutes is not None else '-'):>8}")
     return "\n".join(rows)
 
@@ -78,19 +81,21 @@ def main(argv: list[str]) -> int:
         parsed[stage] = parse(stage_argv(recipes, stage, out, previous, args.seed), check_model=i == 0)
     from accelerate.state import AcceleratorState, PartialState
 
-    from .evaluation import evaluate_model
+    from .evaluation import evaluate_model, load_problems
 
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     # one system prompt for every stage's evaluation: the SFT recipe's (the format the later stages learn)
-    system_prompt = (parsed.get("sft") or parsed.get("grpo") or parsed[stages[0]])[1].system_prompt
-    evaluation = dict(EVAL, num_samples=args.num_samples, system_prompt=system_prompt)
+    system_prompt = (parsed.get("sft") or parsed.get("grpo") or parsed[stages[0]]).script_args.system_prompt
+    evaluation = dataclasses.replace(EVAL, num_samples=args.num_samples, system_prompt=system_prompt)
+    problems = load_problems(evaluation)  # the same held-out problems for every stage, loaded once
     started = time.time()
     for i, stage in enumerate(stages):
-        task, script_args, training_args, model_args = parsed[stage]
+        recipe = parsed[stage]
         stage_dir = out / stage
-        print(f"\n=== [{i + 1}/{len(stages)}] {stage}: {model_args.model_name_or_path} -> {stage_dir} ===", flush=True)
+        print(f"\n=== [{i + 1}/{len(stages)}] {stage}: {recipe.model_args.model_name_or_path} -> {stage_dir} ===",
+              flush=True)
         if (stage_dir / "config.json").is_file() and stage in results:
             print(f"already done ({stage_dir} and results.json have it); delete {stage_dir} to rerun", flush=True)
             continue
@@ -99,11 +104,11 @@ def main(argv: list[str]) -> int:
         AcceleratorState._reset_state(reset_partial_state=True)
         PartialState()  # refills the shared state the parsed TrainingArguments point at
         t = time.time()
-        importlib.import_module(f"thinktrain.{task}").main(script_args, training_args, model_args)
+        tasks.run(recipe)
         train_minutes = (time.time() - t) / 60
-        print(f"--- evaluating {stage} on {evaluation['limit']} held-out problems "
-              f"(greedy + {evaluation['num_samples']} samples at T={evaluation['temperature']}) ---", flush=True)
-        result = evaluate_model(str(stage_dir), **evaluation)
+        print(f"--- evaluating {stage} on {evaluation.limit} held-out problems "
+              f"(greedy + {evaluation.num_samples} samples at T={evaluation.temperature}) ---", flush=True)
+        result = evaluate_model(str(stage_dir), problems, evaluation)
         (out / "eval").mkdir(exist_ok=True)
         (out / "eval" / f"{stage}.json").write_text(json.dumps(result, indent=1))
         results[stage] = {k: result.get(k) for k in SUMMARY_KEYS} | {"train_minutes": round(train_minutes, 2)}

@@ -9,61 +9,16 @@ validation bits per byte to the logs.
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import dataclass, field
 
 from transformers import TrainerCallback
-from trl import SFTConfig
 
 from . import data, run
+from .errors import RecipeError
+from .hardware import measure_peak_tflops
 from .models import load_model, load_tokenizer, scratch_preset
-from .recipe import RecipeArguments, RecipeError, _suggest, check_source
-from .tokenizer import SPECIAL_TOKENS, THINK_TAGS
-
-MIN_VOCAB = len(SPECIAL_TOKENS) + 256 + len(THINK_TAGS)  # what build_tokenizer needs before any merge
-
-
-@dataclass
-class PretrainArguments(RecipeArguments):
-    vocab_size: int = field(default=512, metadata={"help": "Size of the BPE vocabulary trained here (specials, 256 "
-                                                           "bytes and the think/answer tags included)."})
-    tokenizer_name_or_path: str | None = field(default=None, metadata={
-        "help": "Reuse this tokenizer (path or Hub id) instead of training one; scratch models only."})
-    tokenizer_train_samples: int = field(default=20000, metadata={
-        "help": "Train the tokenizer on the first N training documents."})
-    model_config_overrides: dict | str | None = field(default=None, metadata={
-        "help": "LlamaConfig fields replacing the preset's, e.g. {num_hidden_layers: 2} (JSON on the command line)."})
-    peak_tflops: float | None = field(default=None, metadata={
-        "help": "Peak TFLOP/s of one device, for MFU. Unset: measured with a matmul in the training precision."})
-
-    def __post_init__(self):
-        if self.vocab_size < MIN_VOCAB:
-            raise ValueError(f"vocab_size={self.vocab_size} is too small: a byte-level BPE needs at least {MIN_VOCAB} "
-                             f"(4 specials + 256 bytes + 4 tags)")
-        if self.tokenizer_train_samples < 1 or (self.peak_tflops is not None and self.peak_tflops <= 0):
-            raise ValueError("tokenizer_train_samples and peak_tflops must be positive")
-        if isinstance(self.model_config_overrides, str):  # from the command line
-            try:
-                self.model_config_overrides = json.loads(self.model_config_overrides)
-            except json.JSONDecodeError:
-                raise ValueError("model_config_overrides: expected a JSON object, e.g. '{\"num_hidden_layers\": 2}'")
-        from transformers import LlamaConfig
-
-        known = list(LlamaConfig().to_dict())  # LlamaConfig takes any keyword silently: catch typos here
-        for key in self.model_config_overrides or {}:
-            if key not in known:
-                raise ValueError(f"model_config_overrides: '{key}' is not a LlamaConfig field{_suggest(key, known)}")
-
-
-@dataclass
-class PretrainConfig(SFTConfig):
-    """SFTConfig whose defaults pack raw text for pretraining ('wrapped': documents run across block boundaries)."""
-
-    packing: bool = field(default=True, metadata={"help": "Pack documents into max_length blocks."})
-    packing_strategy: str = field(default="wrapped", metadata={"help": "'wrapped' keeps every token; see SFTConfig."})
-
+from .recipe import check_source
 
 def flops_per_token(model, seq_len: int) -> float:
     """Training FLOPs per token (PaLM appendix B): 6 per matmul weight (2 forward, 4 backward) plus attention's
@@ -75,25 +30,6 @@ def flops_per_token(model, seq_len: int) -> float:
         n -= c.vocab_size * c.hidden_size
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     return 6 * n + 12 * c.num_hidden_layers * c.num_attention_heads * head_dim * seq_len
-
-
-def measure_peak_tflops(dtype, device, n: int | None = None, reps: int = 5) -> float:
-    """Dense matmul TFLOP/s of one device in `dtype`, the fastest of `reps` (a busy moment must not lower it):
-    the denominator of MFU when the recipe gives none."""
-    import torch
-
-    device = torch.device(device)
-    n = n or (8192 if device.type == "cuda" else 2048)
-    a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    best = float("inf")
-    for i in range(reps + 1):  # the first is warm-up
-        sync()
-        start = time.perf_counter()
-        a @ b
-        sync()
-        best = min(best, time.perf_counter() - start) if i else best
-    return 2 * n**3 / best / 1e12
 
 
 class PretrainMetrics(TrainerCallback):
@@ -163,16 +99,17 @@ def make_tokenizer(script_args, model_args, training_args, train_ds):
     return tok, f"byte-level BPE trained on {min(n, len(docs)) if hasattr(docs, '__len__') else n:,} documents"
 
 
-def main(script_args, training_args, model_args):
+def main(recipe):
     import torch
     from transformers import set_seed
     from trl import SFTTrainer
 
+    script_args, training_args, model_args = recipe.script_args, recipe.training_args, recipe.model_args
     set_seed(training_args.seed)
     check(script_args, training_args, model_args)
     train_ds, eval_ds = data.load(script_args, training_args)  # column/split errors before anything heavy
     tokenizer, origin = make_tokenizer(script_args, model_args, training_args, train_ds)
-    run.header("pretrain", script_args, training_args, model_args, train_ds, eval_ds)
+    run.header(recipe, train_ds, eval_ds)
     overrides = {"max_position_embeddings": max(2048, training_args.max_length or 0),
                  **(script_args.model_config_overrides or {})}
     trainer = SFTTrainer(
@@ -199,5 +136,5 @@ def main(script_args, training_args, model_args):
               f"  model      {n_params / 1e6:.2f}M params, blocks of {block} tokens, {fpt / 1e6:.1f} MFLOP/token; "
               f"MFU against {peak:.3g} TFLOP/s ({'given' if script_args.peak_tflops else 'measured'}, "
               f"{str(dtype).split('.')[-1]})", flush=True)
-    result = run.train(trainer, script_args, training_args)
-    return run.finish(trainer, result, script_args, training_args, model_args)
+    result = run.train(trainer, recipe)
+    return run.finish(trainer, result, recipe)

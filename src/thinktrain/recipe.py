@@ -1,18 +1,16 @@
-"""How a recipe becomes arguments: YAML + CLI overrides -> TRL/transformers dataclasses, validated.
+"""How a recipe becomes arguments: YAML + CLI overrides -> TRL/transformers dataclasses -> a validated Recipe.
 
-A recipe is a flat YAML mapping. `task:` picks the trainer; every other key is a field of a dataclass the
-task's trainer already has (ScriptArguments, SFTConfig/GRPOConfig, ModelConfig) or of the few thinktrain adds
-below. TrlParser does the parsing; this module only adds what it lacks: typed YAML values (PyYAML reads `1e-5`
-as a string), one-line errors with the closest key, renamed-key hints, and checks that must fail before any
-model loads.
+A recipe is a flat YAML mapping. `task:` picks the trainer; every other key is a field of a dataclass in
+thinktrain.configs (which extends TRL's ScriptArguments, SFTConfig/GRPOConfig and ModelConfig). TrlParser does
+the parsing (`--config`, the `env:` block, CLI overrides); this module adds only what it lacks: typed YAML values
+(PyYAML reads `1e-5` as a string), a key written twice refused, one-line errors with the closest key or the new
+name of a renamed one, and checks that must fail before any model loads.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
-import functools
 import importlib.util
 import json
 import os
@@ -23,25 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from trl import ModelConfig, ScriptArguments, TrlParser
+from trl import TrlParser
 
-from .rewards import RewardArguments
+from .configs import dataclass_types, evaluating
+from .errors import DATA_SUFFIXES, TASKS, RecipeError, one_line, suggest
+from .hardware import cpu_bf16_speedup, has_bf16_accelerator
 
-TASKS = ("pretrain", "sft", "grpo")
-DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
-
-# Keys that TRL / transformers renamed or removed: old recipes (open-r1, TRL 0.x) get pointed at the new name.
-RENAMED = {
-    "torch_dtype": "dtype",
-    "warmup_ratio": "warmup_steps (a float < 1 is a ratio of the total steps)",
-    "max_seq_length": "max_length",
-    "evaluation_strategy": "eval_strategy",
-    "no_cuda": "use_cpu",
-    "overwrite_output_dir": "nothing (output_dir is reused; checkpoints there are resumed, see auto_resume)",
-    "logging_dir": "nothing (logs go to output_dir; set TENSORBOARD_LOGGING_DIR for tensorboard)",
-    "group_by_length": "nothing (removed by transformers 5)",
-    "max_completion_len": "max_completion_length",
-}
 # Numbers that must be > 0 (>= 0 for NON_NEGATIVE) when set: TRL/transformers accept 0 or -1 and fail after the
 # model loads (an empty batch, a division by zero) or, for a negative learning rate, train the wrong way.
 POSITIVE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
@@ -50,81 +35,42 @@ POSITIVE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradie
 NON_NEGATIVE = ("learning_rate",)
 
 
-class RecipeError(Exception):
-    """A mistake in the recipe or command line: reported as one line, exit code 2, before anything loads."""
-
-
 @dataclass
-class RecipeArguments(ScriptArguments):
-    """thinktrain's own keys, shared by every task (ScriptArguments brings dataset_name/config/splits)."""
+class Recipe:
+    """A parsed recipe: the task's three dataclasses, the keys the user set, and what parse decided for them."""
 
-    task: str = field(default="sft", metadata={"help": "Which trainer runs the recipe.", "choices": list(TASKS)})
-    system_prompt: str | None = field(
-        default=None, metadata={"help": "System message prepended to every prompt (e.g. ask for <think>/<answer>)."}
-    )
-    prompt_column: str = field(
-        default="question", metadata={"help": "Column holding the question when the data has no `prompt`."}
-    )
-    answer_column: str = field(
-        default="answer",
-        metadata={"help": "Column holding the gold answer; GSM8K-style '... #### N' gives the worked solution and N."},
-    )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation rows."})
-    max_prompt_length: int | None = field(
-        default=None,
-        metadata={"help": "Drop training prompts longer than this many tokens (TRL 1.x removed the key; we honour it)."},
-    )
-    auto_resume: bool = field(
-        default=True, metadata={"help": "Resume from the last checkpoint in output_dir when there is one."}
-    )
-    push_revisions: bool = field(
-        default=True,
-        metadata={"help": "With push_to_hub: upload each checkpoint to its own branch checkpoint-<step> in the "
-                          "background (main gets the final model only)."},
-    )
-    license: str | None = field(
-        default=None, metadata={"help": "License tag of the pushed model card (e.g. apache-2.0); default 'other'."}
-    )
-    learning_rate_groups: dict | str | None = field(
-        default=None,
-        metadata={"help": "{regex: lr}: parameters whose name matches the regex (re.search; first match wins) train "
-                          "at that learning rate instead of learning_rate, on the same schedule; a rate of 0 "
-                          "freezes them (with learning_rate 0: everything outside the groups). JSON on the CLI."},
-    )
+    task: str
+    script_args: object  # configs.RecipeArguments (or its GRPO / pretrain subclass)
+    training_args: object  # SFTConfig, GRPOConfig or configs.PretrainConfig
+    model_args: object  # trl.ModelConfig
+    keys: list[str] = field(default_factory=list)  # set in the YAML or on the command line, in that order
+    bf16_fallback: str | None = None  # why a CPU bf16 recipe trains in fp32 here (the run header says it)
+
+    def resolved(self) -> dict:
+        """The keys the user set, with the values that were actually used (what recipe.yaml records)."""
+        out = {}
+        for key in dict.fromkeys(self.keys):
+            for obj in (self.script_args, self.training_args, self.model_args):
+                if any(f.name == key for f in dataclasses.fields(obj)):
+                    value = getattr(obj, key)
+                    out[key] = getattr(value, "value", value)  # enums -> their string
+                    break
+        return {"task": self.task, **out}
 
 
-@dataclass
-class GRPORecipeArguments(RecipeArguments, RewardArguments):
-    reward_funcs: list[str] = field(
-        default_factory=lambda: ["accuracy", "format"],
-        metadata={"help": "Reward names (see thinktrain.rewards) or dotted paths 'my_pkg.my_mod:my_reward'."},
-    )
+class Parser(TrlParser):
+    """TrlParser whose mistakes are one-line RecipeErrors, and whose config values get the CLI's types. Also the
+    argument parser of the other commands (eval, pipeline, report, merge)."""
 
-
-def dataclass_types(task: str) -> tuple:
-    """The dataclasses whose fields are a task's recipe keys."""
-    from trl import GRPOConfig, SFTConfig
-
-    if task == "grpo":
-        return (GRPORecipeArguments, GRPOConfig, ModelConfig)
-    if task == "sft":
-        return (RecipeArguments, SFTConfig, ModelConfig)
-    from .pretrain import PretrainArguments, PretrainConfig
-
-    return (PretrainArguments, PretrainConfig, ModelConfig)
-
-
-class _Parser(TrlParser):
-    def error(self, message):  # argparse would print usage and exit; we want one line through RecipeError
+    def error(self, message):  # argparse would print usage and exit 2; we want one line through RecipeError
         raise RecipeError(message)
 
-
-class ArgParser(argparse.ArgumentParser):
-    """argparse for the other commands (eval, pipeline, report, merge): errors as one line, exit code 2."""
-
-    def error(self, message):
-        raise RecipeError(message)
+    def set_defaults_with_config(self, **config) -> list[str]:
+        actions = {a.dest: a for a in self._actions if a.dest != "help"}
+        values = {k: _coerce(actions[k], k, v) if k in actions else v for k, v in config.items()}
+        if "bf16" in actions and "bf16" not in values and not has_bf16_accelerator():
+            values["bf16"] = False  # TRL defaults to bf16, which fails on a CPU-only box; unset means "where it works"
+        return super().set_defaults_with_config(**values)
 
 
 # --------------------------------------------------------------------------- reading the YAML
@@ -166,35 +112,7 @@ def load_yaml(path: str) -> dict:
     return config
 
 
-def split_argv(argv: list[str]) -> tuple[str | None, list[str]]:
-    """`RECIPE.yaml --key v` or `--config RECIPE.yaml --key v` -> (recipe path, overrides)."""
-    argv = list(argv)
-    if "--config" in argv:
-        i = argv.index("--config")
-        if i + 1 >= len(argv):
-            raise RecipeError("--config needs a recipe file")
-        path = argv[i + 1]
-        del argv[i : i + 2]
-        return path, argv
-    if argv and not argv[0].startswith("-"):
-        return argv[0], argv[1:]
-    return None, argv
-
-
-# --------------------------------------------------------------------------- keys and types
-
-
-def _suggest(key: str, known: list[str]) -> str:
-    if key in RENAMED:
-        return f"; it was renamed: use {RENAMED[key]}"
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _check_key(key: str, actions: dict, task: str, where: str):
-    if key in actions:
-        return
-    raise RecipeError(f"unknown {where} '{key}' for task '{task}'{_suggest(key, sorted(actions))}")
+# --------------------------------------------------------------------------- types
 
 
 def _coerce(action: argparse.Action, key: str, value):
@@ -229,58 +147,56 @@ def _coerce_one(action, key, value):
     return out
 
 
-def _has_bf16_accelerator() -> bool:
-    import torch
-
-    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
-
-
-@functools.cache
-def cpu_bf16_speedup(n: int = 256) -> float:
-    """How many times faster an n x n matmul runs in bf16 than in fp32 on this CPU: > 1 with AVX512-BF16 or AMX,
-    ~0.01 on CPUs without native bf16 (AVX2 only), where PyTorch emulates it."""
-    import torch
-
-    from .pretrain import measure_peak_tflops
-
-    return (measure_peak_tflops(torch.bfloat16, "cpu", n=n, reps=3)
-            / measure_peak_tflops(torch.float32, "cpu", n=n, reps=3))
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip() or type(e).__name__
-    return " ".join(text.split("\n")[0].split())
-
-
 # --------------------------------------------------------------------------- parse + validate
 
 
-def _parse_dataclasses(parser, overrides: list[str]) -> list:
+def _parse(parser: Parser, argv: list[str]) -> tuple:
     try:
-        *args, rest = parser.parse_args_into_dataclasses(args=overrides, return_remaining_strings=True)
+        *args, rest = parser.parse_args_and_config(argv, return_remaining_strings=True)
     except RecipeError:
         raise
     except (ValueError, TypeError) as e:  # a dataclass __post_init__ rejected a combination of values
         if "support bf16" in str(e):
             raise RecipeError("bf16: true needs a GPU here; pass --bf16 false (or --use_cpu true for CPU bf16 "
                               "autocast)") from None
-        raise RecipeError(_first_line(e)) from None
+        raise RecipeError(one_line(e)) from None
     if rest:
         raise RecipeError(f"unexpected argument(s) {' '.join(rest)}: overrides look like --key value")
-    return args
+    return tuple(args)
 
 
-def parse(argv: list[str] | None = None, check_model: bool = True):
-    """Recipe + overrides -> (task, script_args, training_args, model_args). Raises RecipeError.
+def _check_keys(config: dict, overrides: list[str], parser: Parser, task: str):
+    actions = {a.dest for a in parser._actions if a.dest != "help"}
+    for key in config:
+        if str(key) not in actions:
+            raise RecipeError(f"unknown recipe key '{key}' for task '{task}'{suggest(str(key), sorted(actions))}")
+    options = {s.lstrip("-") for a in parser._actions for s in a.option_strings}
+    for tok in overrides:
+        name = tok[2:].split("=", 1)[0] if tok.startswith("--") else None
+        if tok.startswith("--") and not name:
+            raise RecipeError(f"unknown option '{tok}'; options look like --key value")
+        if name is not None and name not in options:
+            raise RecipeError(f"unknown option '{name}' for task '{task}'{suggest(name, sorted(options))}")
+        if name is None and tok.startswith("-") and not re.fullmatch(r"-[\d.]+(e-?\d+)?", tok):
+            raise RecipeError(f"unknown option '{tok}'; options look like --key value")
+
+
+def parse(argv: list[str] | None = None, check_model: bool = True) -> Recipe:
+    """`RECIPE.yaml [--key value ...]` (or `--config RECIPE.yaml ...`) -> a validated Recipe. Raises RecipeError.
     check_model=False skips checking that model_name_or_path exists (a pipeline's stage not yet trained)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    path, overrides = split_argv(argv)
+    if argv and not argv[0].startswith("-"):
+        argv = ["--config", *argv]
+    path, overrides = None, argv
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            raise RecipeError("--config needs a recipe file")
+        path, overrides = argv[i + 1], argv[:i] + argv[i + 2:]
     config = load_yaml(path) if path else {}
     env = config.pop("env", None) or {}
     if not isinstance(env, dict):
         raise RecipeError(f"recipe key 'env': expected a mapping of VARIABLE: value, got a {type(env).__name__}")
-    for key, value in env.items():  # TrlParser's `env:` block
-        os.environ[key] = str(value)
 
     task = config.get("task", "sft")
     for i, tok in enumerate(overrides):
@@ -289,44 +205,29 @@ def parse(argv: list[str] | None = None, check_model: bool = True):
         elif tok.startswith("--task="):
             task = tok.split("=", 1)[1]
     if task not in TASKS:
-        raise RecipeError(f"unknown task '{task}'{_suggest(str(task), list(TASKS))}; choose one of: {', '.join(TASKS)}")
+        raise RecipeError(f"unknown task '{task}'{suggest(str(task), TASKS)}; choose one of: {', '.join(TASKS)}")
+    parser = Parser(dataclass_types(task))
+    _check_keys(config, overrides, parser, task)
+    if path is None:
+        parser.set_defaults_with_config()  # TrlParser applies (our) defaults only with a --config file
 
-    parser = _Parser(dataclass_types(task))
-    actions = {a.dest: a for a in parser._actions if a.dest != "help"}
-    for key in config:
-        _check_key(str(key), actions, task, "recipe key")
-    options = {s.lstrip("-"): a for a in parser._actions for s in a.option_strings}
-    for tok in overrides:
-        if tok.startswith("--") and not tok[2:].split("=", 1)[0]:
-            raise RecipeError(f"unknown option '{tok}'; options look like --key value")
-        if tok.startswith("--"):
-            _check_key(tok[2:].split("=", 1)[0], options, task, "option")
-        elif tok.startswith("-") and not re.fullmatch(r"-[\d.]+(e-?\d+)?", tok):
-            raise RecipeError(f"unknown option '{tok}'; options look like --key value")
-    defaults = {k: _coerce(actions[k], k, v) for k, v in config.items()}
-    if "bf16" not in defaults and not _has_bf16_accelerator():
-        defaults["bf16"] = False  # TRL defaults to bf16, which fails on a CPU-only box; unset means "where it works"
-    parser.set_defaults_with_config(**defaults)
-
-    script_args, training_args, model_args = _parse_dataclasses(parser, overrides)
-    fallback = None
-    if training_args.bf16 and training_args.use_cpu and (speedup := cpu_bf16_speedup()) < 0.5:
+    keys = list(config) + [t[2:].split("=")[0] for t in overrides if t.startswith("--")]
+    recipe = Recipe(task, *_parse(parser, argv), keys=keys)
+    if recipe.training_args.bf16 and recipe.training_args.use_cpu and (speedup := cpu_bf16_speedup()) < 0.5:
         # bf16 autocast on a CPU without bf16 hardware: every matmul ~100x slower, an hour where fp32 takes a minute.
         # The run header says so (not a warning here: a bad recipe must still fail with its one-line error).
         import torch
 
-        fallback = (f"bf16 asked for, but this CPU has no native bf16 ({torch.backends.cpu.get_cpu_capability()}): "
-                    f"its bf16 matmuls run {1 / speedup:.0f}x slower than fp32")
-        script_args, training_args, model_args = _parse_dataclasses(parser, [*overrides, "--bf16", "false"])
-    script_args._bf16_fallback = fallback
-    script_args.task = task
-    script_args._recipe_keys = list(config) + [t[2:].split("=")[0] for t in overrides if t.startswith("--")]
-    validate(script_args, training_args, model_args, check_model)
-    return task, script_args, training_args, model_args
+        recipe = Recipe(task, *_parse(parser, [*argv, "--bf16", "false"]), keys=keys, bf16_fallback=(
+            f"bf16 asked for, but this CPU has no native bf16 ({torch.backends.cpu.get_cpu_capability()}): its bf16 "
+            f"matmuls run {1 / speedup:.0f}x slower than fp32"))
+    validate(recipe, check_model)
+    return recipe
 
 
-def validate(script_args, training_args, model_args, check_model: bool = True):
+def validate(recipe: Recipe, check_model: bool = True):
     """Checks TRL would only make after loading the model (or never): fail now, in one line."""
+    script_args, training_args, model_args = recipe.script_args, recipe.training_args, recipe.model_args
     if not model_args.model_name_or_path:
         raise RecipeError("model_name_or_path is missing: set it in the recipe or pass --model_name_or_path")
     if not script_args.dataset_name:
@@ -343,16 +244,13 @@ def validate(script_args, training_args, model_args, check_model: bool = True):
             and not any(script_args.learning_rate_groups.values())):
         raise RecipeError("learning_rate_groups: every parameter has learning rate 0, so nothing would train; "
                           "give learning_rate or a group a positive rate")
-    if script_args.task == "grpo":
+    if recipe.task == "grpo":
         from .rewards import check_reward_name
 
         if not script_args.reward_funcs:
             raise RecipeError("reward_funcs is empty: name at least one reward, e.g. [accuracy, format]")
         for name in script_args.reward_funcs:
-            try:
-                check_reward_name(name)
-            except ValueError as e:
-                raise RecipeError(_first_line(e)) from None
+            check_reward_name(name)
         weights = training_args.reward_weights
         if weights is not None and len(weights) != len(script_args.reward_funcs):
             raise RecipeError(
@@ -367,10 +265,9 @@ def validate(script_args, training_args, model_args, check_model: bool = True):
         if on and importlib.util.find_spec(package) is None:
             raise RecipeError(f"{key}: true needs {package}, which is not installed; pip install "
                               f"'thinktrain[{extra}]' or pass --{key} false")
-    evaluating = str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)) != "no"
-    if model_args.load_in_4bit and evaluating and (training_args.use_cpu or not _has_bf16_accelerator()):
-        # measured (NOTES-cpu-stack): after an eval-mode forward, CPU 4-bit training crashes (Qwen2) or computes
-        # wrong gradients without an error (Llama); 8-bit is unaffected
+    if model_args.load_in_4bit and evaluating(training_args) and (training_args.use_cpu or not has_bf16_accelerator()):
+        # measured: after an eval-mode forward, CPU 4-bit training crashes (Qwen2) or computes wrong gradients
+        # without an error (Llama); 8-bit is unaffected
         raise RecipeError("load_in_4bit on CPU: bitsandbytes 4-bit training breaks after an evaluation (eval-mode "
                           "forward); set eval_strategy: no, or use load_in_8bit on CPU")
     check_source("dataset_name", script_args.dataset_name, repo_type="dataset")
@@ -425,7 +322,9 @@ def check_source(key: str, value: str, repo_type: str):
         raise RecipeError(f"{key}: no such file or folder: {value}")
     if _hub_cached(value, repo_type):
         return
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    from huggingface_hub import is_offline_mode
+
+    offline = is_offline_mode()
     if offline or not _hub_reachable():
         why = "HF_HUB_OFFLINE is set" if offline else "huggingface.co cannot be reached"
         raise RecipeError(f"{key}: '{value}' is a Hugging Face Hub id, but {why} and it is not in the local cache; "
@@ -447,15 +346,3 @@ def _hub_reachable() -> bool:
         return True
     except OSError:
         return False
-
-
-def resolved_recipe(script_args, training_args, model_args) -> dict:
-    """The keys the user set (YAML or CLI), with the values that were actually used."""
-    out = {}
-    for key in dict.fromkeys(script_args._recipe_keys):
-        for obj in (script_args, training_args, model_args):
-            if any(f.name == key for f in dataclasses.fields(obj)):
-                value = getattr(obj, key)
-                out[key] = getattr(value, "value", value)  # enums -> their string
-                break
-    return {"task": script_args.task, **out}

@@ -15,7 +15,8 @@ import json
 import re
 from pathlib import Path
 
-from .recipe import ArgParser, RecipeError
+from .errors import RecipeError, pct
+from .recipe import Parser
 
 STAGE_ORDER = ("pretrain", "sft", "grpo")
 EVAL_COLUMNS = {"accuracy": "pass@1", "accuracy_lenient": "lenient", "sampled_accuracy": "sampled",
@@ -118,10 +119,6 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def _pct(v) -> str:
-    return f"{100 * v:.1f}%" if isinstance(v, (int, float)) else "-"
-
-
 def _read_json(path: Path):
     try:
         return json.loads(path.read_text())
@@ -146,7 +143,7 @@ def write_report(out_dir) -> Path:
         keys = list(columns)
         lines += ["## Evaluation", "", "| stage | n | k | " + " | ".join(columns.values()) + " |",
                   "|---|---:|---:|" + "---:|" * len(keys)]
-        lines += [f"| {name} | {_fmt(r.get('n'))} | {_fmt(r.get('k'))} | " + " | ".join(_pct(r.get(k)) for k in keys)
+        lines += [f"| {name} | {_fmt(r.get('n'))} | {_fmt(r.get('k'))} | " + " | ".join(pct(r.get(k)) for k in keys)
                   + " |" for name, r in results.items()]
         plot_eval(results, columns, out / "eval_accuracy.png")
         sampled = ", ".join(columns[k] for k in keys[2:])
@@ -177,7 +174,7 @@ def write_report(out_dir) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    p = ArgParser(prog="thinktrain report", description="report.md + PNG curves for a pipeline's output folder.")
+    p = Parser(prog="thinktrain report", description="report.md + PNG curves for a pipeline's output folder.")
     p.add_argument("output_dir", help="a pipeline's output folder (pretrain/, sft/, grpo/, results.json)")
     try:
         args = p.parse_args(argv)

@@ -3,24 +3,14 @@
 Every reward has TRL's signature `fn(completions, **kwargs) -> list[float | None]`: `completions` are strings or
 message lists, dataset columns (such as `solution`) and `completion_ids` arrive as keyword arguments. They never
 raise (an internal failure scores the item with a neutral value and is counted in `errors`), never evaluate
-model text, and are fast (see docs/rewards.md).
-
-    accuracy       1/0: final answer equals `solution`; None (skip) when the gold cannot be parsed
-    format         1/0: one <think>…</think> block, then one <answer>…</answer> block, nothing else
-    format_strict  1/0: format, plus open-r1's exact newline layout
-    tag_count      0.25 for each R1 tag written exactly once
-    length         Kimi 1.5 length reward within each prompt's group of completions
-    cosine         correctness scaled by length on a cosine schedule
-    repetition     word n-gram repetition penalty
-    overlong       DAPO soft punishment of completions near/over the token limit
-    arithmetic     share of the reasoning's equations `a op b = c` that check out (a process reward)
+model text, and are fast (see docs/rewards.md). `REWARDS` at the end is the one registry of the names a recipe's
+`reward_funcs` may use; each function's docstring says what it scores.
 
 Answer extraction and number comparison live in thinktrain.answers.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import logging
 import math
@@ -28,10 +18,10 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
 from fractions import Fraction
 
 from . import answers
+from .errors import RecipeError, one_line, suggest
 
 logger = logging.getLogger(__name__)
 errors = 0  # items scored by the safety net below; tests assert it stays 0
@@ -404,60 +394,37 @@ def arithmetic_reward(completions, **kwargs) -> list[float]:
 # --------------------------------------------------------------------------- registry
 
 
-@dataclass
-class RewardArguments:
-    """Reward parameters: recipe keys of task grpo (names must not collide with GRPOConfig/ModelConfig fields)."""
-
-    think_prefilled: bool | None = field(default=None, metadata={
-        "help": "The chat template opens the assistant turn with <think> (R1-distill, Qwen3): judge format and "
-                "tag_count as if each completion began with it. Unset: detect from the tokenizer's chat template."})
-    cosine_min_value_wrong: float = field(default=-1.0, metadata={
-        "help": "cosine: reward of a wrong answer at length 0."})
-    cosine_max_value_wrong: float = field(default=-0.5, metadata={
-        "help": "cosine: reward of a wrong answer at cosine_max_len (longer wrong answers are punished less)."})
-    cosine_min_value_correct: float = field(default=0.5, metadata={
-        "help": "cosine: reward of a correct answer at cosine_max_len."})
-    cosine_max_value_correct: float = field(default=1.0, metadata={
-        "help": "cosine: reward of a correct answer at length 0 (shorter correct answers earn more)."})
-    cosine_max_len: int = field(default=1000, metadata={
-        "help": "cosine: length where the schedule ends, in completion tokens (characters without completion_ids)."})
-    repetition_n_grams: int = field(default=3, metadata={"help": "repetition: size of the word n-grams compared."})
-    repetition_max_penalty: float = field(default=-1.0, metadata={
-        "help": "repetition: penalty of a completion made only of repeats (<= 0)."})
-    overlong_max_length: int | None = field(default=None, metadata={
-        "help": "overlong: token length scored -1 (and beyond). Unset: max_completion_length."})
-    overlong_buffer: int = field(default=256, metadata={
-        "help": "overlong: punishment ramps from 0 to -1 over the last this-many tokens before overlong_max_length."})
-
-    def __post_init__(self):
-        check_reward_arguments(self)
+class UnknownRewardError(RecipeError, ValueError):
+    """A reward name that is neither in REWARDS nor an importable 'pkg.mod:fn' path (one-line message)."""
 
 
-_DEFAULTS = {f.name: f.default for f in fields(RewardArguments)}
+def _overlong_params(args, max_completion_length):
+    limit = args.overlong_max_length or max_completion_length
+    if not limit:
+        raise RecipeError("overlong needs a length limit: set overlong_max_length or max_completion_length")
+    if args.overlong_buffer >= limit:
+        raise RecipeError(f"overlong_buffer ({args.overlong_buffer}) must be smaller than the overlong limit "
+                          f"({limit}, overlong_max_length or max_completion_length)")
+    return {"max_length": limit, "buffer": args.overlong_buffer}
 
 
-def check_reward_arguments(args) -> None:
-    """Raise ValueError (one line) for reward parameters that cannot work."""
-    get = lambda key: getattr(args, key, _DEFAULTS[key])  # noqa: E731
-    if not get("cosine_max_len") or get("cosine_max_len") <= 0:
-        raise ValueError(f"cosine_max_len must be > 0, got {get('cosine_max_len')}")
-    if get("repetition_n_grams") < 1:
-        raise ValueError(f"repetition_n_grams must be >= 1, got {get('repetition_n_grams')}")
-    if get("repetition_max_penalty") > 0:
-        raise ValueError(f"repetition_max_penalty must be <= 0 (it is a penalty), got {get('repetition_max_penalty')}")
-    if get("overlong_buffer") < 0:
-        raise ValueError(f"overlong_buffer must be >= 0, got {get('overlong_buffer')}")
-    if get("overlong_max_length") is not None and get("overlong_max_length") <= 0:
-        raise ValueError(f"overlong_max_length must be > 0, got {get('overlong_max_length')}")
-
-
-REWARD_NAMES: tuple[str, ...] = (
-    "accuracy", "format", "format_strict", "tag_count", "length", "cosine", "repetition", "overlong", "arithmetic",
-)
-
-
-class UnknownRewardError(ValueError):
-    """A reward name that is neither in REWARD_NAMES nor an importable 'pkg.mod:fn' path (one-line message)."""
+# The registry: recipe name -> (function, its parameters from the recipe's RewardArguments + max_completion_length).
+# `think_prefilled` is resolved before these run (None -> detected from the chat template).
+REWARDS: dict[str, tuple[Callable, Callable[..., dict]]] = {
+    "accuracy": (accuracy_reward, lambda a, n: {}),
+    "format": (format_reward, lambda a, n: {"think_prefilled": a.think_prefilled}),
+    "format_strict": (format_strict_reward, lambda a, n: {"think_prefilled": a.think_prefilled}),
+    "tag_count": (tag_count_reward, lambda a, n: {"think_prefilled": a.think_prefilled}),
+    "length": (length_reward, lambda a, n: {}),
+    "cosine": (cosine_reward, lambda a, n: {
+        "min_value_wrong": a.cosine_min_value_wrong, "max_value_wrong": a.cosine_max_value_wrong,
+        "min_value_correct": a.cosine_min_value_correct, "max_value_correct": a.cosine_max_value_correct,
+        "max_len": a.cosine_max_len}),
+    "repetition": (repetition_reward, lambda a, n: {"n_grams": a.repetition_n_grams,
+                                                    "max_penalty": a.repetition_max_penalty}),
+    "overlong": (overlong_reward, _overlong_params),
+    "arithmetic": (arithmetic_reward, lambda a, n: {}),
+}
 
 
 class NamedReward:
@@ -476,22 +443,18 @@ class NamedReward:
         return f"NamedReward({self.__name__!r}, {self.fn.__name__}, {self.params})"
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def _import_reward(path: str) -> Callable:
     """'pkg.mod:fn' or 'pkg.mod.fn' -> the function; the working directory is importable, as in TRL's scripts."""
     module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
     if not module_name or not attr:
         raise UnknownRewardError(
-            f"reward '{path}': expected a name ({', '.join(REWARD_NAMES)}) or 'pkg.module:function'")
+            f"reward '{path}': expected a name ({', '.join(REWARDS)}) or 'pkg.module:function'")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except (Exception, SystemExit) as e:  # any failure of the user's module, even sys.exit at import
-        raise UnknownRewardError(f"cannot import reward '{path}': {type(e).__name__}: {_one_line(e)}") from None
+        raise UnknownRewardError(f"cannot import reward '{path}': {type(e).__name__}: {one_line(e)}") from None
     fn = getattr(module, attr, None)
     if fn is None:
         raise UnknownRewardError(f"cannot load reward '{path}': module '{module_name}' has no '{attr}'")
@@ -504,64 +467,36 @@ def check_reward_name(name: str) -> None:
     """Raise UnknownRewardError unless `name` is a registry name or an importable callable's dotted path."""
     if not isinstance(name, str) or not name.strip():
         raise UnknownRewardError(f"reward name must be a non-empty string, got {name!r}")
-    if name in REWARD_NAMES:
+    if name in REWARDS:
         return
     if ":" in name or "." in name:
         _import_reward(name)
         return
-    close = difflib.get_close_matches(name, REWARD_NAMES, n=1, cutoff=0.6)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise UnknownRewardError(f"unknown reward '{name}'{hint}; known: {', '.join(REWARD_NAMES)}")
+    raise UnknownRewardError(f"unknown reward '{name}'{suggest(name, REWARDS)}; known: {', '.join(REWARDS)}")
 
 
-def load_rewards(
-    names: list[str], args=None, tokenizer=None, max_completion_length: int | None = None
-) -> list[Callable]:
+def load_rewards(names: list[str], args=None, tokenizer=None, max_completion_length: int | None = None
+                 ) -> list[Callable]:
     """Recipe reward names -> callables for GRPOTrainer(reward_funcs=...), in order.
 
-    `args` is a RewardArguments (or any object with its fields; missing ones take the defaults). The tokenizer's
-    chat template decides think_prefilled when it is unset; max_completion_length is overlong's default limit.
-    """
-    args = RewardArguments() if args is None else args
-    check_reward_arguments(args)
-    get = lambda key: getattr(args, key, _DEFAULTS[key])  # noqa: E731
-    prefilled = get("think_prefilled")
-    if prefilled is None and tokenizer is not None and {"format", "format_strict", "tag_count"} & set(names):
-        prefilled = template_prefills_think(tokenizer)
-    prefilled = bool(prefilled)
+    `args` holds the reward parameters (configs.RewardArguments, or the GRPO recipe's script_args; None: the
+    defaults). The tokenizer's chat template decides think_prefilled when it is unset; max_completion_length is
+    overlong's default limit."""
+    from dataclasses import fields
 
+    from .configs import RewardArguments
+
+    # our own copy (validated again by its __post_init__), so resolving think_prefilled never touches the recipe's
+    args = RewardArguments(**{f.name: getattr(args, f.name) for f in fields(RewardArguments)} if args else {})
+    if args.think_prefilled is None:
+        args.think_prefilled = (tokenizer is not None and bool({"format", "format_strict", "tag_count"} & set(names))
+                                and template_prefills_think(tokenizer))
     out: list[Callable] = []
     for name in names:
         check_reward_name(name)
-        if name == "accuracy":
-            out.append(NamedReward(name, accuracy_reward))
-        elif name == "format":
-            out.append(NamedReward(name, format_reward, think_prefilled=prefilled))
-        elif name == "format_strict":
-            out.append(NamedReward(name, format_strict_reward, think_prefilled=prefilled))
-        elif name == "tag_count":
-            out.append(NamedReward(name, tag_count_reward, think_prefilled=prefilled))
-        elif name == "length":
-            out.append(NamedReward(name, length_reward))
-        elif name == "cosine":
-            out.append(NamedReward(
-                name, cosine_reward, min_value_wrong=get("cosine_min_value_wrong"),
-                max_value_wrong=get("cosine_max_value_wrong"), min_value_correct=get("cosine_min_value_correct"),
-                max_value_correct=get("cosine_max_value_correct"), max_len=get("cosine_max_len")))
-        elif name == "repetition":
-            out.append(NamedReward(name, repetition_reward, n_grams=get("repetition_n_grams"),
-                                   max_penalty=get("repetition_max_penalty")))
-        elif name == "overlong":
-            limit = get("overlong_max_length") or max_completion_length
-            buffer = get("overlong_buffer")
-            if not limit:
-                raise ValueError("overlong needs a length limit: set overlong_max_length or max_completion_length")
-            if buffer >= limit:
-                raise ValueError(f"overlong_buffer ({buffer}) must be smaller than the overlong limit ({limit}, "
-                                 "overlong_max_length or max_completion_length)")
-            out.append(NamedReward(name, overlong_reward, max_length=limit, buffer=buffer))
-        elif name == "arithmetic":
-            out.append(NamedReward(name, arithmetic_reward))
+        if name in REWARDS:
+            fn, params = REWARDS[name]
+            out.append(NamedReward(name, fn, **params(args, max_completion_length)))
         else:
             out.append(_import_reward(name))
     return out

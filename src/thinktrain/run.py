@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from .recipe import RecipeError, resolved_recipe
+from .errors import RecipeError
 
 log = logging.getLogger("thinktrain")
 
@@ -17,8 +17,10 @@ def precision(training_args) -> str:
     return "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32"
 
 
-def header(task, script_args, training_args, model_args, train_ds, eval_ds) -> str:
+def header(recipe, train_ds, eval_ds) -> str:
     """A few lines that tell the user at once what is about to happen (printed on the main process)."""
+    task, script_args, training_args, model_args = (recipe.task, recipe.script_args, recipe.training_args,
+                                                    recipe.model_args)
     world = training_args.world_size
     per_device, accum = training_args.per_device_train_batch_size, training_args.gradient_accumulation_steps
     size = f"{len(train_ds):,} train" if hasattr(train_ds, "__len__") else "streaming"
@@ -26,7 +28,7 @@ def header(task, script_args, training_args, model_args, train_ds, eval_ds) -> s
         size += f" / {len(eval_ds):,} eval"
     adapter = f" + LoRA r={model_args.lora_r}" if model_args.use_peft else ""
     quant = " (4-bit)" if model_args.load_in_4bit else " (8-bit)" if model_args.load_in_8bit else ""
-    fallback = getattr(script_args, "_bf16_fallback", None)  # recipe.parse: CPU bf16 where the CPU has none
+    fallback = recipe.bf16_fallback  # recipe.parse: CPU bf16 where the CPU has none
     lines = [
         f"thinktrain {task}: {model_args.model_name_or_path}{quant}{adapter}",
         f"  dataset    {script_args.dataset_name} ({size})",
@@ -69,8 +71,9 @@ def checkpoint_to_resume(script_args, training_args) -> str | None:
     return str(last)
 
 
-def train(trainer, script_args, training_args):
+def train(trainer, recipe):
     """trainer.train() with the recipe's learning_rate_groups and auto-resume."""
+    script_args, training_args = recipe.script_args, recipe.training_args
     if script_args.learning_rate_groups:
         use_learning_rate_groups(trainer, script_args.learning_rate_groups, training_args.learning_rate)
     return trainer.train(resume_from_checkpoint=checkpoint_to_resume(script_args, training_args))
@@ -170,8 +173,9 @@ def callbacks(script_args, training_args) -> list:
     return [PushRevisions(repo_id(training_args), token=training_args.hub_token)]
 
 
-def finish(trainer, train_result, script_args, training_args, model_args):
+def finish(trainer, train_result, recipe):
     """Save model (or adapter) + tokenizer, the resolved recipe, metrics and state; push; close the trainer."""
+    script_args, training_args, model_args = recipe.script_args, recipe.training_args, recipe.model_args
     out = Path(training_args.output_dir)
     # _internal_call: with push_to_hub, save_model would push right away, before the card and recipe exist; the
     # one final push is below
@@ -184,14 +188,14 @@ def finish(trainer, train_result, script_args, training_args, model_args):
     trainer.save_state()
     if trainer.is_world_process_zero():
         trainer.processing_class.save_pretrained(str(out))
-        recipe = resolved_recipe(script_args, training_args, model_args)
-        (out / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+        resolved = recipe.resolved()
+        (out / "recipe.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
         print(f"saved {'adapter' if model_args.use_peft else 'model'} + tokenizer + recipe.yaml to {out}", flush=True)
     if training_args.push_to_hub:
         if trainer.is_world_process_zero():
             from .hub import model_card
 
-            (out / "README.md").write_text(model_card(script_args, training_args, model_args, metrics, recipe))
+            (out / "README.md").write_text(model_card(script_args, training_args, model_args, metrics, resolved))
             trainer.create_model_card = lambda *a, **k: None  # keep ours: TRL's generic card would overwrite it
         trainer.push_to_hub(commit_message="thinktrain: final model")
     trainer.end()  # finish trackers, destroy the process group (avoids a rare SIGABRT at exit under gloo)

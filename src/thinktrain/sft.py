@@ -6,14 +6,15 @@ from . import data, run
 from .models import load_model, load_tokenizer
 
 
-def main(script_args, training_args, model_args):
+def main(recipe):
     from transformers import set_seed
     from trl import SFTTrainer, get_peft_config, get_quantization_config
 
+    script_args, training_args, model_args = recipe.script_args, recipe.training_args, recipe.model_args
     set_seed(training_args.seed)
     tokenizer = load_tokenizer(model_args, training_args)
     train_ds, eval_ds = data.load(script_args, training_args, tokenizer)  # column errors before the model loads
-    run.header("sft", script_args, training_args, model_args, train_ds, eval_ds)
+    run.header(recipe, train_ds, eval_ds)
     trainer = SFTTrainer(
         model=load_model(model_args, training_args, tokenizer),
         args=training_args,
@@ -24,5 +25,5 @@ def main(script_args, training_args, model_args):
         peft_config=get_peft_config(model_args),
         quantization_config=get_quantization_config(model_args),
     )
-    result = run.train(trainer, script_args, training_args)
-    return run.finish(trainer, result, script_args, training_args, model_args)
+    result = run.train(trainer, recipe)
+    return run.finish(trainer, result, recipe)

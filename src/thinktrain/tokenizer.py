@@ -17,6 +17,7 @@ BOS, IM_START, EOS, PAD = SPECIAL_TOKENS
 # Ordinary (non-special) added tokens: GRPO decodes completions with skip_special_tokens=True and the
 # format/answer rewards must still see the tags.
 THINK_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+MIN_VOCAB = len(SPECIAL_TOKENS) + 256 + len(THINK_TAGS)  # what build_tokenizer needs before any merge
 
 # ChatML: `<|im_start|>role\ncontent<|im_end|>\n`. The {% generation %} block spans the assistant content and
 # its <|im_end|> (the model must learn to stop), so `return_assistant_tokens_mask` / TRL's assistant_only_loss

@@ -10,11 +10,10 @@ Answer checking is `thinktrain.rewards.accuracy_reward`, the same function GRPO 
 reward and evaluation can never disagree about what counts as right.
 """
 
-import re
-
 import datasets
 import evaluate
 
+from thinktrain.answers import answer_block, gold_answer
 from thinktrain.rewards import accuracy_reward
 
 _DESCRIPTION = """Accuracy on GSM8K-style problems with a numeric answer.
@@ -48,20 +47,13 @@ _CITATION = """@article{cobbe2021gsm8k,
   year={2021}
 }"""
 
-_ANSWER_BLOCK = re.compile(r"<answer>.*?</answer>", re.DOTALL)
-
-
-def has_answer_block(completion: str) -> bool:
-    return _ANSWER_BLOCK.search(completion) is not None
-
-
 def score(predictions: list[str], references: list[str]) -> tuple[list[bool], list[bool], list[bool]]:
     """-> (strict, lenient, scored) per prediction. Strict = lenient and an <answer> block exists; scored = the
     reference parsed as a number (unscored predictions count as wrong)."""
-    gold = [str(r).rsplit("####", 1)[-1].strip() for r in references]  # a full GSM8K answer -> its number
+    gold = [gold_answer(r) for r in references]  # a full GSM8K answer -> its number
     rewards = accuracy_reward(list(predictions), solution=gold) if predictions else []
     lenient = [r is not None and r >= 1.0 for r in rewards]
-    strict = [ok and has_answer_block(p) for ok, p in zip(lenient, predictions)]
+    strict = [ok and answer_block(p) is not None for ok, p in zip(lenient, predictions)]
     return strict, lenient, [r is not None for r in rewards]
 
 

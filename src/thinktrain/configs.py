@@ -1,0 +1,197 @@
+"""Every recipe dataclass: the keys a recipe may set, with their types, defaults and help.
+
+A recipe's keys are the fields of three dataclasses chosen by its task (`dataclass_types`): thinktrain's
+arguments (TRL's ScriptArguments plus the fields below), the trainer's config (TRL's SFTConfig / GRPOConfig, or
+PretrainConfig) and TRL's ModelConfig. `thinktrain eval`'s options are EvalArguments. Nothing here loads data or
+models; checks that need only the values themselves run in __post_init__ (a ValueError, reported as one line).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig, ModelConfig, ScriptArguments, SFTConfig
+
+from .errors import TASKS, suggest
+from .tokenizer import MIN_VOCAB
+
+
+def evaluating(training_args) -> bool:
+    """Whether the trainer will evaluate during training (eval_strategy is an enum or its string)."""
+    return str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy)) != "no"
+
+
+# --------------------------------------------------------------------------- every task
+
+
+@dataclass
+class RecipeArguments(ScriptArguments):
+    """thinktrain's own keys, shared by every task (ScriptArguments brings dataset_name/config/splits)."""
+
+    task: str = field(default="sft", metadata={"help": "Which trainer runs the recipe.", "choices": list(TASKS)})
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "System message prepended to every prompt (e.g. ask for <think>/<answer>)."}
+    )
+    prompt_column: str = field(
+        default="question", metadata={"help": "Column holding the question when the data has no `prompt`."}
+    )
+    answer_column: str = field(
+        default="answer",
+        metadata={"help": "Column holding the gold answer; GSM8K-style '... #### N' gives the worked solution and N."},
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation rows."})
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={"help": "Drop training prompts longer than this many tokens (TRL 1.x removed the key; we honour it)."},
+    )
+    auto_resume: bool = field(
+        default=True, metadata={"help": "Resume from the last checkpoint in output_dir when there is one."}
+    )
+    push_revisions: bool = field(
+        default=True,
+        metadata={"help": "With push_to_hub: upload each checkpoint to its own branch checkpoint-<step> in the "
+                          "background (main gets the final model only)."},
+    )
+    license: str | None = field(
+        default=None, metadata={"help": "License tag of the pushed model card (e.g. apache-2.0); default 'other'."}
+    )
+    learning_rate_groups: dict | str | None = field(
+        default=None,
+        metadata={"help": "{regex: lr}: parameters whose name matches the regex (re.search; first match wins) train "
+                          "at that learning rate instead of learning_rate, on the same schedule; a rate of 0 "
+                          "freezes them (with learning_rate 0: everything outside the groups). JSON on the CLI."},
+    )
+
+
+# --------------------------------------------------------------------------- grpo: reward parameters
+
+
+@dataclass
+class RewardArguments:
+    """Reward parameters: recipe keys of task grpo (names must not collide with GRPOConfig/ModelConfig fields)."""
+
+    think_prefilled: bool | None = field(default=None, metadata={
+        "help": "The chat template opens the assistant turn with <think> (R1-distill, Qwen3): judge format and "
+                "tag_count as if each completion began with it. Unset: detect from the tokenizer's chat template."})
+    cosine_min_value_wrong: float = field(default=-1.0, metadata={
+        "help": "cosine: reward of a wrong answer at length 0."})
+    cosine_max_value_wrong: float = field(default=-0.5, metadata={
+        "help": "cosine: reward of a wrong answer at cosine_max_len (longer wrong answers are punished less)."})
+    cosine_min_value_correct: float = field(default=0.5, metadata={
+        "help": "cosine: reward of a correct answer at cosine_max_len."})
+    cosine_max_value_correct: float = field(default=1.0, metadata={
+        "help": "cosine: reward of a correct answer at length 0 (shorter correct answers earn more)."})
+    cosine_max_len: int = field(default=1000, metadata={
+        "help": "cosine: length where the schedule ends, in completion tokens (characters without completion_ids)."})
+    repetition_n_grams: int = field(default=3, metadata={"help": "repetition: size of the word n-grams compared."})
+    repetition_max_penalty: float = field(default=-1.0, metadata={
+        "help": "repetition: penalty of a completion made only of repeats (<= 0)."})
+    overlong_max_length: int | None = field(default=None, metadata={
+        "help": "overlong: token length scored -1 (and beyond). Unset: max_completion_length."})
+    overlong_buffer: int = field(default=256, metadata={
+        "help": "overlong: punishment ramps from 0 to -1 over the last this-many tokens before overlong_max_length."})
+
+    def __post_init__(self):
+        for key, ok, rule in (
+            ("cosine_max_len", self.cosine_max_len > 0, "> 0"),
+            ("repetition_n_grams", self.repetition_n_grams >= 1, ">= 1"),
+            ("repetition_max_penalty", self.repetition_max_penalty <= 0, "<= 0 (it is a penalty)"),
+            ("overlong_buffer", self.overlong_buffer >= 0, ">= 0"),
+            ("overlong_max_length", self.overlong_max_length is None or self.overlong_max_length > 0, "> 0"),
+        ):
+            if not ok:
+                raise ValueError(f"{key} must be {rule}, got {getattr(self, key)}")
+
+
+@dataclass
+class GRPORecipeArguments(RecipeArguments, RewardArguments):
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["accuracy", "format"],
+        metadata={"help": "Reward names (thinktrain.rewards.REWARDS) or dotted paths 'my_pkg.my_mod:my_reward'."},
+    )
+
+
+# --------------------------------------------------------------------------- pretrain
+
+
+@dataclass
+class PretrainArguments(RecipeArguments):
+    vocab_size: int = field(default=512, metadata={"help": "Size of the BPE vocabulary trained here (specials, 256 "
+                                                           "bytes and the think/answer tags included)."})
+    tokenizer_name_or_path: str | None = field(default=None, metadata={
+        "help": "Reuse this tokenizer (path or Hub id) instead of training one; scratch models only."})
+    tokenizer_train_samples: int = field(default=20000, metadata={
+        "help": "Train the tokenizer on the first N training documents."})
+    model_config_overrides: dict | str | None = field(default=None, metadata={
+        "help": "LlamaConfig fields replacing the preset's, e.g. {num_hidden_layers: 2} (JSON on the command line)."})
+    peak_tflops: float | None = field(default=None, metadata={
+        "help": "Peak TFLOP/s of one device, for MFU. Unset: measured with a matmul in the training precision."})
+
+    def __post_init__(self):
+        if self.vocab_size < MIN_VOCAB:
+            raise ValueError(f"vocab_size={self.vocab_size} is too small: a byte-level BPE needs at least {MIN_VOCAB} "
+                             f"(4 specials + 256 bytes + 4 tags)")
+        if self.tokenizer_train_samples < 1 or (self.peak_tflops is not None and self.peak_tflops <= 0):
+            raise ValueError("tokenizer_train_samples and peak_tflops must be positive")
+        if isinstance(self.model_config_overrides, str):  # from the command line
+            try:
+                self.model_config_overrides = json.loads(self.model_config_overrides)
+            except json.JSONDecodeError:
+                raise ValueError("model_config_overrides: expected a JSON object, e.g. '{\"num_hidden_layers\": 2}'")
+        from transformers import LlamaConfig
+
+        known = list(LlamaConfig().to_dict())  # LlamaConfig takes any keyword silently: catch typos here
+        for key in self.model_config_overrides or {}:
+            if key not in known:
+                raise ValueError(f"model_config_overrides: '{key}' is not a LlamaConfig field{suggest(key, known)}")
+
+
+@dataclass
+class PretrainConfig(SFTConfig):
+    """SFTConfig whose defaults pack raw text for pretraining ('wrapped': documents run across block boundaries)."""
+
+    packing: bool = field(default=True, metadata={"help": "Pack documents into max_length blocks."})
+    packing_strategy: str = field(default="wrapped", metadata={"help": "'wrapped' keeps every token; see SFTConfig."})
+
+
+# --------------------------------------------------------------------------- evaluation (`thinktrain eval`)
+
+
+@dataclass
+class EvalArguments:
+    """How held-out problems are generated and scored; `thinktrain eval`'s options and evaluate_model's settings."""
+
+    model: str | None = field(default=None, metadata={"help": "Checkpoint folder (e.g. runs/tiny/sft) or Hub id."})
+    dataset: str | None = field(default=None, metadata={
+        "help": "Hub id, .jsonl/.json/.parquet/.csv file or folder, or synthetic:gsm8k."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config, e.g. main for openai/gsm8k."})
+    split: str = field(default="test", metadata={"help": "Split to evaluate (a single file is its own split)."})
+    limit: int | None = field(default=None, metadata={"help": "Evaluate only the first N problems."})
+    num_samples: int = field(default=1, metadata={
+        "help": "k samples per problem for sampled accuracy / pass@k / maj@k (1: greedy only)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (k > 1; top_p 1, no top-k)."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Tokens generated per completion at most."})
+    batch_size: int = field(default=32, metadata={"help": "Sequences per generate() call."})
+    system_prompt: str | None = field(default=None, metadata={
+        "help": "Default: the model folder's recipe.yaml system_prompt, else thinktrain's think/answer prompt; '' "
+                "for none."})
+    prompt_column: str = field(default="question", metadata={"help": "Column holding the question."})
+    answer_column: str = field(default="answer", metadata={"help": "Column holding the gold answer."})
+    seed: int = field(default=0, metadata={"help": "Seed for sampling (greedy is deterministic)."})
+    output: str | None = field(default=None, metadata={
+        "help": "Write results + per-problem completions as JSON here."})
+    quiet: bool = field(default=False, metadata={"help": "No progress bars."})
+
+
+# --------------------------------------------------------------------------- which dataclasses a task reads
+
+
+def dataclass_types(task: str) -> tuple:
+    """The dataclasses whose fields are a task's recipe keys, in the order parse returns them."""
+    return {
+        "pretrain": (PretrainArguments, PretrainConfig, ModelConfig),
+        "sft": (RecipeArguments, SFTConfig, ModelConfig),
+        "grpo": (GRPORecipeArguments, GRPOConfig, ModelConfig),
+    }[task]
