@@ -12,11 +12,28 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the Hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# What the real_data / real_model tests read from the shared folder.
+NEEDS = {"real_data": [GSM8K / "train.jsonl", GSM8K / "test.jsonl"],
+         "real_model": [SHARED / "fixtures" / "smollm2.sh"]}
+
+
+def in_ci() -> bool:
+    """CI=true (or 1/yes/on), as CI services set it."""
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@pytest.hookimpl(trylast=True)  # after -m / -k deselection: only the tests that would run count
 def pytest_collection_modifyitems(config, items):
-    skip = pytest.mark.skip(reason=f"needs GSM8K data in {GSM8K} (set THINKTRAIN_SHARED)")
+    # Outside CI a missing shared folder skips these tests; in CI it is a failure, never a green run of skips.
+    missing = {mark: [str(p) for p in paths if not p.is_file()] for mark, paths in NEEDS.items()}
+    needed = sorted({p for item in items for mark, paths in missing.items() if mark in item.keywords for p in paths})
+    if needed and in_ci():
+        pytest.exit(f"CI: the real_data / real_model tests need the shared folder (THINKTRAIN_SHARED={SHARED}); "
+                    f"missing: {', '.join(needed)}", returncode=2)
     for item in items:
-        if "real_data" in item.keywords and not (GSM8K / "train.jsonl").is_file():
-            item.add_marker(skip)
+        absent = [p for mark, paths in missing.items() if mark in item.keywords for p in paths]
+        if absent:
+            item.add_marker(pytest.mark.skip(reason=f"needs {', '.join(absent)} (set THINKTRAIN_SHARED)"))
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from thinktrain import data
-from thinktrain.recipe import GRPORecipeArguments, RecipeArguments, RecipeError
+from thinktrain.configs import GRPORecipeArguments, RecipeArguments
+from thinktrain.errors import RecipeError
 from conftest import GSM8K
 
 NATALIA = {"question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in "

@@ -78,15 +78,36 @@ def test_metric_per_example_numbers_and_gsm8k_references():
 
 
 def test_metric_is_the_reward():
-    """One truth: the metric's lenient verdict is accuracy_reward's, on whatever the reward accepts."""
+    """One truth, written out by hand: the metric's strict / lenient / scored verdicts and accuracy_reward's values
+    on the same (completion, gold) pairs."""
     import evaluate
 
     from thinktrain.rewards import accuracy_reward
 
-    completions = ["\\boxed{42}", "#### 42", "<answer>$42</answer>", "41 or 42", "<answer>4 2</answer>", "42%"]
+    cases = [  # completion, gold, strict, lenient, reward
+        ("<think>6*12=72</think><answer>72</answer>", "72", True, True, 1.0),  # in the block: both
+        ("6*12 = 72, so the answer is 72", "72", False, True, 1.0),  # right, no block: lenient only
+        ("\\boxed{42}", "42", False, True, 1.0),
+        ("#### 42", "42", False, True, 1.0),
+        ("41 or 42", "42", False, True, 1.0),  # no block: the last number
+        ("<answer>$42</answer>", "42", True, True, 1.0),
+        ("<answer>1,234</answer>", "1234.0", True, True, 1.0),  # numbers compare as numbers
+        ("<answer>1234.0</answer>", "1,234", True, True, 1.0),
+        ("The answer is 1,234.", "1234", False, True, 1.0),
+        ("<answer>70</answer>", "72", False, False, 0.0),  # wrong
+        ("<think>72</think><answer>70</answer>", "72", False, False, 0.0),  # the block is the answer
+        ("so it is 70", "72", False, False, 0.0),
+        ("<answer>72</answer>", "seventy-two", False, False, None),  # gold not a number: unscored, counted wrong
+        ("72", "many", False, False, None),
+    ]
+    completions, golds, strict, lenient, rewards = (list(c) for c in zip(*cases))
     metric = evaluate.load(str(METRIC_DIR), keep_in_memory=True)
-    out = metric.compute(predictions=completions, references=["42"] * len(completions), per_example=True)
-    assert out["correct_lenient"] == [r == 1.0 for r in accuracy_reward(completions, solution=["42"] * 6)]
+    out = metric.compute(predictions=completions, references=golds, per_example=True)
+    assert out["correct"] == strict
+    assert out["correct_lenient"] == lenient
+    assert out["scored"] == [r is not None for r in rewards]
+    assert (out["accuracy"], out["accuracy_lenient"], out["unscored"]) == (4 / 14, 9 / 14, 2)
+    assert accuracy_reward(completions, solution=golds) == rewards
 
 
 # --------------------------------------------------------------------------- estimators
@@ -239,11 +260,11 @@ KEYS = {"model", "dataset", "split", "n", "k", "accuracy", "accuracy_lenient", "
 
 
 def test_tiny_model_on_synthetic_runs_and_greedy_is_deterministic(micro_model_dir):
-    from thinktrain.evaluation import load_model
+    from thinktrain.evaluation import load_checkpoint
 
     a = evaluate_model(str(micro_model_dir), "synthetic:gsm8k", limit=8, max_new_tokens=16, batch_size=3,
                        num_samples=2, progress=False)
-    model, tokenizer = load_model(str(micro_model_dir))  # a loaded model goes in as well (e.g. after training)
+    model, tokenizer = load_checkpoint(str(micro_model_dir))  # a loaded model goes in as well (e.g. after training)
     b = evaluate_model(model, "synthetic:gsm8k", limit=8, max_new_tokens=16, batch_size=8, tokenizer=tokenizer,
                        progress=False)
     assert set(a) == KEYS and set(b) == KEYS
@@ -264,9 +285,9 @@ def test_tiny_model_on_synthetic_runs_and_greedy_is_deterministic(micro_model_di
 
 def test_generate_pads_left_and_stops_at_eos(micro_model_dir):
     """A prompt alone or batched with a longer one gives the same greedy completion (left padding is right)."""
-    from thinktrain.evaluation import generate, load_model
+    from thinktrain.evaluation import generate, load_checkpoint
 
-    model, tok = load_model(str(micro_model_dir))
+    model, tok = load_checkpoint(str(micro_model_dir))
     short, long = "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n", "<|im_start|>user\n" + "x" * 40
     alone = generate(model, tok, [short], max_new_tokens=12, batch_size=1, progress=False)
     batched = generate(model, tok, [long, short], max_new_tokens=12, batch_size=2, progress=False)
@@ -278,9 +299,9 @@ def test_static_cache_on_cpu_gives_the_dynamic_caches_completions(micro_model_di
     """The CPU speed-up (a static KV cache) must not change a single token, greedy or sampled."""
     from transformers import set_seed
 
-    from thinktrain.evaluation import generate, load_model
+    from thinktrain.evaluation import generate, load_checkpoint
 
-    model, tok = load_model(str(micro_model_dir))
+    model, tok = load_checkpoint(str(micro_model_dir))
     assert evaluation._cache(model.device) == {"cache_implementation": "static"}  # what a CPU run uses
     prompts = [f"<|im_start|>user\n{'x' * n} {n}+{n}?<|im_end|>\n<|im_start|>assistant\n" for n in range(0, 30, 3)]
     runs = []
@@ -293,6 +314,32 @@ def test_static_cache_on_cpu_gives_the_dynamic_caches_completions(micro_model_di
     assert runs[0] == runs[1]
 
 
+def test_sampled_evaluation_same_seed_same_samples(micro_model_dir):
+    """--seed decides the samples: the same seed gives the same sampled completions whatever the global RNG did
+    before; another seed gives other ones (16 samples of 16 tokens from a random model cannot all coincide)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    calls = []
+
+    def sampled(seed):
+        calls.append(seed)
+        torch.manual_seed(1000 + len(calls))  # the global RNGs in another state before each run
+        random.seed(len(calls))
+        np.random.seed(len(calls))
+        r = evaluate_model(str(micro_model_dir), "synthetic:gsm8k", limit=4, num_samples=4, temperature=1.0,
+                           max_new_tokens=16, batch_size=8, seed=seed, progress=False)
+        assert r["seed"] == seed and r["k"] == 4
+        return [(s["completion"], s["tokens"]) for p in r["problems"] for s in p["samples"]]
+
+    first, again, other = sampled(0), sampled(0), sampled(1)
+    assert len(first) == 16 and len({text for text, _ in first}) > 1  # really sampled, not 16 greedy copies
+    assert again == first
+    assert sum(a != b for a, b in zip(first, other)) >= 8
+
+
 # --------------------------------------------------------------------------- the command line
 
 
@@ -301,7 +348,7 @@ def no_model_load(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(evaluation, "load_model", boom)
+    monkeypatch.setattr(evaluation, "load_checkpoint", boom)
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from thinktrain import hub
-from thinktrain.recipe import RecipeError, parse
+from thinktrain.errors import RecipeError
+from thinktrain.recipe import parse
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +42,7 @@ def args(**kw):
 
 @pytest.fixture
 def online(monkeypatch):
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)  # read once, at import
 
 
 def test_preflight_resolves_the_namespace(online):
@@ -78,23 +79,24 @@ def test_preflight_fails_in_one_line(online, monkeypatch, kw, api, words):
 
 
 def test_preflight_refuses_offline_mode(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(RecipeError, match="HF_HUB_OFFLINE is set"):
         hub.preflight(args(), api=FakeApi())
 
 
 def test_push_to_hub_recipe_fails_before_anything_loads(run_cli, monkeypatch, tmp_path):
     """Through the CLI: offline, with a GPU recipe that pushes: one line, exit 2, in well under a minute."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     code, out, err = run_cli("train", ROOT / "recipes/tiny/sft.yaml", "--push_to_hub", "true", "--output_dir",
                              tmp_path / "x")
     assert code == 2 and err.count("\n") == 1 and "HF_HUB_OFFLINE is set" in err and out == ""
 
 
 def grpo_args(tmp_path, *extra):
-    return parse([str(ROOT / "recipes/tiny/grpo.yaml"), "--model_name_or_path", "HuggingFaceTB/SmolLM2-135M-Instruct",
+    r = parse([str(ROOT / "recipes/tiny/grpo.yaml"), "--model_name_or_path", "HuggingFaceTB/SmolLM2-135M-Instruct",
                   "--output_dir", str(tmp_path), "--hub_model_id", "me/smol-grpo", "--license", "apache-2.0",
-                  *extra], check_model=False)[1:]
+                  *extra], check_model=False)
+    return r.script_args, r.training_args, r.model_args
 
 
 def test_model_card_names_base_data_rewards_metrics_and_evaluation(tmp_path):
@@ -158,7 +160,7 @@ def test_train_with_push_to_hub_end_to_end_at_the_api_boundary(run_cli, monkeypa
     import huggingface_hub
     from huggingface_hub import RepoUrl
 
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)  # read once, at import
     monkeypatch.setenv("HF_TOKEN", "hf_fake")
     api = RecordingApi()
     monkeypatch.setattr(huggingface_hub.HfApi, "whoami", lambda self, token=None: whoami())

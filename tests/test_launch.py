@@ -88,8 +88,8 @@ def distinct_chars(completions, **kwargs):  # a reward that varies between rando
     return [len(set(completion_text(c))) / 10 for c in completions]
 
 GRPOTrainer._generate_single_turn = sample
-from thinktrain.cli import train
-sys.exit(train(sys.argv[1:]))
+from thinktrain.cli import main
+sys.exit(main(["train", *sys.argv[1:]]))
 """
 
 
@@ -149,12 +149,29 @@ def test_deepspeed_zero3_on_cpu_saves_a_consolidated_model(tmp_path, single_sft,
     assert not torch.equal(model.state_dict()["model.embed_tokens.weight"], reference["model.embed_tokens.weight"])
 
 
-def test_deepspeed_zero3_grpo_on_cpu(tmp_path):
-    proc = launch("zero3", ROOT / "recipes/tiny/grpo.yaml", "--output_dir", tmp_path, "--max_steps", "2",
-                  "--per_device_train_batch_size", "4", "--logging_steps", "1")
+def test_deepspeed_zero3_grpo_on_cpu(tmp_path, tiny_model_dir):
+    """Two GRPO steps under ZeRO-3 from a saved checkpoint change every weight, and the saved model is whole.
+    Next to the recipe's rewards, one that always differs within a group: an untrained model's rewards are often
+    all equal, which gives no gradient (the weights would stay put and prove nothing)."""
+    from safetensors.torch import load_file
+
+    script = tmp_path / "zero3_grpo.py"
+    script.write_text("import sys\n"
+                      "def alternating(completions, **kwargs):\n"
+                      "    return [float(i % 2) for i in range(len(completions))]\n"
+                      "from thinktrain.cli import main\n"
+                      "sys.exit(main(['train', *sys.argv[1:]]))\n")
+    out = tmp_path / "out"
+    proc = launch("zero3", ROOT / "recipes/tiny/grpo.yaml", "--model_name_or_path", tiny_model_dir, "--output_dir",
+                  out, "--max_steps", "2", "--per_device_train_batch_size", "4", "--logging_steps", "1",
+                  "--reward_funcs", "accuracy", "format", "tag_count", "__main__:alternating",
+                  "--reward_weights", "1.0", "0.5", "0.25", "1.0", script=script)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "world_size=2 on cpu" in proc.stdout and "8 completions per step" in proc.stdout
-    assert len(losses(tmp_path)) == 2 and (tmp_path / "model.safetensors").is_file()
+    assert len(losses(out)) == 2
+    before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    assert {n: t.shape for n, t in after.items()} == {n: t.shape for n, t in before.items()}  # whole, not shards
+    assert [n for n in before if after[n].equal(before[n])] == []  # every tensor moved
 
 
 @pytest.mark.parametrize("config", ["multi_cpu", "zero3"])

@@ -1,6 +1,7 @@
 """`thinktrain pipeline`: pretrain -> SFT -> GRPO chained through real trainers, each stage evaluated, results.json,
 report and table; bad input fails before anything trains. Tiny recipes and a small eval keep it to ~a minute."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -32,8 +33,7 @@ def small_recipes(folder: Path) -> Path:
 
 @pytest.mark.slow
 def test_pipeline_chains_stages_evaluates_each_and_reports(tmp_path, run_cli, monkeypatch):
-    monkeypatch.setitem(pipeline.EVAL, "limit", 6)
-    monkeypatch.setitem(pipeline.EVAL, "max_new_tokens", 8)
+    monkeypatch.setattr(pipeline, "EVAL", dataclasses.replace(pipeline.EVAL, limit=6, max_new_tokens=8))
     recipes, out = small_recipes(tmp_path / "recipes"), tmp_path / "demo"
     code, stdout, err = run_cli("pipeline", "--out", out, "--recipes", recipes, "--num_samples", "2")
     assert code == 0, err

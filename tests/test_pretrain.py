@@ -50,14 +50,16 @@ def pretrained(tmp_path_factory):
 def test_recipes_parse_with_pretrain_dataclasses(tmp_path):
     from thinktrain.recipe import parse
 
-    task, script, train, model = parse([str(TINY)])
+    r = parse([str(TINY)])
+    task, script, train, model = r.task, r.script_args, r.training_args, r.model_args
     assert task == "pretrain" and type(train).__name__ == "PretrainConfig" and type(script).__name__ == "PretrainArguments"
     assert train.packing and train.packing_strategy == "wrapped"  # pretraining defaults on top of SFTConfig
     assert script.vocab_size == 512 and model.model_name_or_path == "scratch:tiny"
     # the GPU recipe, offline: only the Hub dataset (checked for reachability), bf16 and the push (its preflight
     # needs the Hub) need overriding
-    _, script, train, _ = parse([str(FINEWEB), "--dataset_name", str(texts_jsonl(tmp_path / "t.jsonl")), "--bf16", "false",
-                                 "--push_to_hub", "false", "--model_config_overrides", '{"num_hidden_layers": 2}'])
+    r = parse([str(FINEWEB), "--dataset_name", str(texts_jsonl(tmp_path / "t.jsonl")), "--bf16", "false",
+               "--push_to_hub", "false", "--model_config_overrides", '{"num_hidden_layers": 2}'])
+    script, train = r.script_args, r.training_args
     assert script.dataset_streaming and script.model_config_overrides == {"num_hidden_layers": 2}
     assert train.max_length == 1024 and script.peak_tflops == 989.0
 

@@ -78,9 +78,10 @@ def test_assistant_only_loss_without_generation_markers_trains_the_assistant_tur
     from thinktrain.recipe import parse
 
     f = messages_file(tmp_path, rows=4)
-    _, script_args, training_args, _ = parse([
+    r = parse([
         str(ROOT / "recipes/sft_gsm8k.yaml"), *CPU, "--model_name_or_path", str(smollm2), "--dataset_name", str(f),
         "--assistant_only_loss", "true", "--packing", "false", "--output_dir", str(tmp_path / "out")])
+    script_args, training_args = r.script_args, r.training_args
     train_ds, _ = data.load(script_args, training_args, tokenizer)
     assert train_ds.column_names == ["prompt", "completion"] and training_args.assistant_only_loss is False
     trainer = SFTTrainer(model=str(smollm2), args=training_args, train_dataset=train_ds, processing_class=tokenizer)
@@ -92,12 +93,14 @@ def test_assistant_only_loss_without_generation_markers_trains_the_assistant_tur
 
 def test_assistant_only_loss_with_several_assistant_turns_fails_before_the_model_loads(smollm2, tokenizer, tmp_path):
     from thinktrain import data
-    from thinktrain.recipe import RecipeError, parse
+    from thinktrain.errors import RecipeError
+    from thinktrain.recipe import parse
 
     f = messages_file(tmp_path, rows=2, extra_turn=True)
-    _, script_args, training_args, _ = parse([
+    r = parse([
         str(ROOT / "recipes/sft_gsm8k.yaml"), *CPU, "--model_name_or_path", str(smollm2), "--dataset_name", str(f),
         "--assistant_only_loss", "true", "--output_dir", str(tmp_path / "out")])
+    script_args, training_args = r.script_args, r.training_args
     with pytest.raises(RecipeError, match="no \\{% generation %\\} markers .* several assistant turns"):
         data.load(script_args, training_args, tokenizer)
 
@@ -145,23 +148,34 @@ def test_merge_gives_a_full_model_with_the_adapters_outputs(lora_sft, smollm2, t
     assert (tmp_path / "merged" / "recipe.yaml").is_file()
 
 
-def test_lora_grpo_step_on_real_gsm8k(smollm2, tmp_path):
+def test_lora_grpo_step_on_real_gsm8k(smollm2, tmp_path, monkeypatch):
     """One LoRA GRPO step of recipes/grpo_gsm8k_lora.yaml (4-bit off: bitsandbytes 4-bit breaks after the
-    generation's eval-mode forward on CPU) with the recipe's rewards."""
+    generation's eval-mode forward on CPU) with the recipe's rewards, and one that always differs within a group:
+    24 tokens rarely earn the recipe's rewards, and equal rewards give no gradient. The step moved every adapter."""
+    from safetensors.torch import load_file
+
     from thinktrain.cli import main
 
+    (tmp_path / "real_grpo_rewards.py").write_text(
+        "def alternating(completions, **kwargs):\n    return [float(i % 2) for i in range(len(completions))]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
     out = tmp_path / "grpo"
     code = main(["train", str(ROOT / "recipes/grpo_gsm8k_lora.yaml"), *CPU, "--model_name_or_path", str(smollm2),
                  "--load_in_4bit", "false", "--use_bnb_nested_quant", "false",
                  "--dataset_name", str(GSM8K / "train.jsonl"), "--max_train_samples", "4",
                  "--num_generations", "2", "--per_device_train_batch_size", "2", "--max_completion_length", "24",
-                 "--output_dir", str(out)])
+                 "--reward_funcs", "accuracy", "format", "tag_count", "real_grpo_rewards:alternating",
+                 "--reward_weights", "1.0", "0.5", "0.25", "1.0", "--output_dir", str(out)])
     assert code == 0
-    assert (out / "adapter_config.json").is_file()
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(smollm2)
     state = json.loads((out / "trainer_state.json").read_text())
     logged = state["log_history"][0]
     for key in ("rewards/accuracy/mean", "rewards/format/mean", "rewards/tag_count/mean", "loss"):
         assert key in logged
+    assert logged["frac_reward_zero_std"] == 0  # the step had a signal...
+    lora_b = {n: t for n, t in load_file(out / "adapter_model.safetensors").items() if "lora_B" in n}
+    assert len(lora_b) == 30 * 7  # ...and moved every adapter: LoRA B starts at zero (30 layers x 7 projections)
+    assert [n for n, t in lora_b.items() if not t.any()] == []
 
 
 def test_eval_on_real_gsm8k_extracts_the_models_answers(smollm2, tmp_path, run_cli):

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from thinktrain.recipe import RecipeError, parse, resolved_recipe
+from thinktrain.errors import RecipeError
+from thinktrain.recipe import parse
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SFT = ROOT / "recipes/tiny/sft.yaml"
@@ -42,7 +43,8 @@ GRPO = BASE.replace("task: sft", "task: grpo").replace("worked", "practice") + "
 def test_yaml_values_are_typed_and_cli_overrides_win(tmp_path):
     # PyYAML reads 1e-3 as a string; the recipe layer converts it with the CLI's own type function.
     p = write(tmp_path, BASE + "learning_rate: 1e-3\nmax_steps: 7\nbf16: false\nreport_to: none\n")
-    task, script, train, model = parse([str(p), "--max_steps", "3", "--seed", "5"])
+    r = parse([str(p), "--max_steps", "3", "--seed", "5"])
+    task, script, train, model = r.task, r.script_args, r.training_args, r.model_args
     assert task == "sft"
     assert train.learning_rate == 1e-3 and isinstance(train.learning_rate, float)
     assert (train.max_steps, train.seed) == (3, 5)
@@ -51,7 +53,8 @@ def test_yaml_values_are_typed_and_cli_overrides_win(tmp_path):
 
 def test_config_flag_and_equals_form(tmp_path):
     p = write(tmp_path, BASE + "bf16: false\n")
-    _, _, train, _ = parse(["--config", str(p), "--max_steps=4"])
+    r = parse(["--config", str(p), "--max_steps=4"])
+    train = r.training_args
     assert train.max_steps == 4
 
 
@@ -66,11 +69,12 @@ def test_cpu_bf16_falls_back_to_fp32_where_the_cpu_has_no_bf16(tmp_path, monkeyp
 
     monkeypatch.setattr(thinktrain.recipe, "cpu_bf16_speedup", lambda: speedup)
     p = write(tmp_path, BASE + "bf16: true\nuse_cpu: true\n")
-    _, script, train, model = parse([str(p), "--max_steps", "3"])
+    r = parse([str(p), "--max_steps", "3"])
+    script, train, model = r.script_args, r.training_args, r.model_args
     assert train.bf16 is bf16 and train.max_steps == 3 and train.use_cpu
     assert train.mixed_precision == ("bf16" if bf16 else "no")
     assert capsys.readouterr().err == ""
-    line = header("sft", script, train, model, [0] * 4, None).split("\n")[2]
+    line = header(r, [0] * 4, None).split("\n")[2]
     if bf16:
         assert line.endswith("on cpu, precision bf16")
     else:
@@ -81,7 +85,7 @@ def test_cpu_bf16_falls_back_to_fp32_where_the_cpu_has_no_bf16(tmp_path, monkeyp
 def test_cpu_bf16_speedup_is_measured():
     import torch
 
-    from thinktrain.recipe import cpu_bf16_speedup
+    from thinktrain.hardware import cpu_bf16_speedup
 
     # the probe agrees with PyTorch's own flag for native CPU bf16 (AVX512-BF16/AMX) on whatever machine runs this
     assert (cpu_bf16_speedup() >= 0.5) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
@@ -90,7 +94,8 @@ def test_cpu_bf16_speedup_is_measured():
 def test_grpo_fields_and_rewards(tmp_path):
     p = write(tmp_path, GRPO + "reward_funcs: [accuracy, format]\nreward_weights: [1, 0.5]\nnum_generations: 4\n"
               "per_device_train_batch_size: 8\nmax_prompt_length: 64\n")
-    task, script, train, _ = parse([str(p)])
+    r = parse([str(p)])
+    task, script, train = r.task, r.script_args, r.training_args
     assert task == "grpo"
     assert script.reward_funcs == ["accuracy", "format"] and train.reward_weights == [1.0, 0.5]
     assert script.max_prompt_length == 64 and train.num_generations == 4
@@ -98,24 +103,27 @@ def test_grpo_fields_and_rewards(tmp_path):
 
 def test_learning_rate_groups_from_yaml_mapping_or_cli_json(tmp_path):
     p = write(tmp_path, BASE + "bf16: false\nlearning_rate_groups:\n  'model\\.norm\\.weight$': 1.0e-2\n  embed: 0\n")
-    _, script, _, _ = parse([str(p)])
+    r = parse([str(p)])
+    script = r.script_args
     assert script.learning_rate_groups == {r"model\.norm\.weight$": 0.01, "embed": 0.0}
-    _, script, _, _ = parse([str(p), "--learning_rate_groups", '{"lm_head": "3e-4"}'])
+    r = parse([str(p), "--learning_rate_groups", '{"lm_head": "3e-4"}'])
+    script = r.script_args
     assert script.learning_rate_groups == {"lm_head": 3e-4}
-    _, script, _, _ = parse([str(write(tmp_path, BASE + "bf16: false\n"))])
+    r = parse([str(write(tmp_path, BASE + "bf16: false\n"))])
+    script = r.script_args
     assert script.learning_rate_groups is None
 
 
 def test_task_override_from_cli(tmp_path):
     p = write(tmp_path, BASE + "bf16: false\n")
-    task, script, train, _ = parse([str(p), "--task", "grpo", "--dataset_train_split", "practice"])
+    r = parse([str(p), "--task", "grpo", "--dataset_train_split", "practice"])
+    task, script, train = r.task, r.script_args, r.training_args
     assert task == "grpo" and type(train).__name__ == "GRPOConfig" and script.reward_funcs
 
 
 def test_resolved_recipe_keeps_user_keys_with_final_values(tmp_path):
     p = write(tmp_path, BASE + "learning_rate: 1e-3\nbf16: false\n")
-    args = parse([str(p), "--learning_rate", "2e-3"])[1:]
-    recipe = resolved_recipe(*args)
+    recipe = parse([str(p), "--learning_rate", "2e-3"]).resolved()
     assert recipe["task"] == "sft" and recipe["learning_rate"] == 2e-3 and recipe["bf16"] is False
     assert "per_device_train_batch_size" not in recipe  # only what the user set
 
@@ -138,8 +146,8 @@ def test_every_recipe_parses_with_cpu_overrides(recipe, tiny_model_dir, gsm8k_sa
         overrides += ["--use_vllm", "false"]
     if "load_in_4bit: true" in text:
         overrides += ["--load_in_4bit", "false"]  # bitsandbytes is an optional extra; QLoRA has its own tests
-    task, *_ = parse([str(ROOT / recipe), *overrides])
-    assert task in ("pretrain", "sft", "grpo")
+    task = parse([str(ROOT / recipe), *overrides]).task
+    assert task in ("pretrain", "sft", "grpo", "rft")
 
 
 # --------------------------------------------------------------------------- errors: exit 2, one line
@@ -242,7 +250,7 @@ def test_recipe_error_is_an_exception_type():
 def test_unreachable_hub_is_named_when_not_flagged_offline(tmp_path, run_cli, monkeypatch):
     import thinktrain.recipe as recipe
 
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)  # read once, at import
     monkeypatch.setattr(recipe, "_hub_reachable", lambda: False)
     code, _, err = run_cli("train", write(tmp_path, BASE.replace("scratch:tiny", "Qwen/Qwen2.5-0.5B-Instruct")))
     assert code == 2

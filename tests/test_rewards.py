@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from thinktrain import answers, rewards
+from thinktrain.configs import RewardArguments
+from thinktrain.errors import RecipeError
 from thinktrain.rewards import (
-    REWARD_NAMES,
-    RewardArguments,
+    REWARDS,
     UnknownRewardError,
     accuracy_reward,
     arithmetic_reward,
@@ -334,13 +335,13 @@ def test_arithmetic_reward_counts_at_most_200_equations_and_skips_long_chains():
 
 
 def test_registry_names_are_the_logged_names_and_pickle():
-    funcs = load_rewards(list(REWARD_NAMES), RewardArguments(), max_completion_length=512)
-    assert [f.__name__ for f in funcs] == list(REWARD_NAMES) == [
+    funcs = load_rewards(list(REWARDS), RewardArguments(), max_completion_length=512)
+    assert [f.__name__ for f in funcs] == list(REWARDS) == [
         "accuracy", "format", "format_strict", "tag_count", "length", "cosine", "repetition", "overlong", "arithmetic"]
     import trl.rewards
     from trl.trainer.utils import get_callable_name
 
-    assert [get_callable_name(f) for f in funcs] == list(REWARD_NAMES)  # what GRPOTrainer logs
+    assert [get_callable_name(f) for f in funcs] == list(REWARDS)  # what GRPOTrainer logs
     assert "accuracy_reward" == trl.rewards.accuracy_reward.__name__ != funcs[0].__name__
     # the plain functions stay usable and keep their names
     assert (accuracy_reward.__name__, format_reward.__name__, tag_count_reward.__name__) == (
@@ -370,7 +371,7 @@ def test_load_rewards_passes_parameters():
     ({"overlong_buffer": 512}, 512, "overlong_buffer (512) must be smaller"),
 ])
 def test_load_rewards_overlong_errors(kwargs, max_len, words):
-    with pytest.raises(ValueError, match=re.escape(words)):
+    with pytest.raises(RecipeError, match=re.escape(words)):
         load_rewards(["overlong"], RewardArguments(**kwargs), max_completion_length=max_len)
 
 
@@ -402,11 +403,11 @@ def test_unknown_reward_errors_are_one_line_with_a_suggestion():
     with pytest.raises(UnknownRewardError, match="module 'thinktrain.rewards' has no 'nope'"):
         check_reward_name("thinktrain.rewards.nope")
     with pytest.raises(UnknownRewardError, match="is not callable"):
-        check_reward_name("thinktrain.rewards:REWARD_NAMES")
+        check_reward_name("thinktrain.rewards:REWARDS")
     with pytest.raises(UnknownRewardError):
         load_rewards(["accuracy", "acuracy"], RewardArguments())
-    assert issubclass(UnknownRewardError, ValueError)
-    for name in REWARD_NAMES + ("thinktrain.rewards:accuracy_reward", "thinktrain.rewards.format_reward"):
+    assert issubclass(UnknownRewardError, RecipeError)  # a recipe mistake: one line, exit 2
+    for name in (*REWARDS, "thinktrain.rewards:accuracy_reward", "thinktrain.rewards.format_reward"):
         check_reward_name(name)
 
 
@@ -434,7 +435,8 @@ def test_reward_arguments_become_recipe_keys_without_collisions(tmp_path):
 
     from trl import GRPOConfig, ModelConfig, ScriptArguments, SFTConfig
 
-    from thinktrain.recipe import RecipeArguments, RecipeError, parse
+    from thinktrain.configs import RecipeArguments
+    from thinktrain.recipe import parse
 
     ours = {f.name for f in dataclasses.fields(RewardArguments)}
     assert len(ours) == 10
@@ -446,7 +448,8 @@ def test_reward_arguments_become_recipe_keys_without_collisions(tmp_path):
     recipe.write_text("task: grpo\nmodel_name_or_path: scratch:tiny\ndataset_name: synthetic:gsm8k\n"
                       "dataset_train_split: practice\nbf16: false\nreward_funcs: [accuracy, cosine, overlong]\n"
                       "cosine_max_len: 300\nthink_prefilled: true\noverlong_buffer: 64\n")
-    _, script, train, _ = parse([str(recipe), "--repetition_max_penalty", "-0.5"])
+    r = parse([str(recipe), "--repetition_max_penalty", "-0.5"])
+    script, train = r.script_args, r.training_args
     assert (script.cosine_max_len, script.think_prefilled, script.overlong_buffer) == (300, True, 64)
     assert script.repetition_max_penalty == -0.5 and script.overlong_max_length is None
     funcs = load_rewards(script.reward_funcs, script, None, train.max_completion_length)
@@ -538,7 +541,7 @@ def test_property_overlong_matches_trl(limit, buffer_share, length):
 
 # --------------------------------------------------------------------------- fuzzing: never raise, stay fast
 
-FUNCS = load_rewards(list(REWARD_NAMES), RewardArguments(), max_completion_length=512)
+FUNCS = load_rewards(list(REWARDS), RewardArguments(), max_completion_length=512)
 FUNCS_PREFILLED = load_rewards(["format", "format_strict", "tag_count"], RewardArguments(think_prefilled=True))
 FUZZ_COUNT = {"completions": 0}
 ATOMS = [

@@ -68,15 +68,21 @@ def test_learning_rate_groups_hold_their_rate_through_a_resume(tmp_path, run_cli
 
 
 @pytest.mark.parametrize("recipe", ["sft", "grpo"])
-def test_learning_rate_zero_freezes_all_but_the_fast_group(tmp_path, run_cli, tiny_model_dir, recipe):
+def test_learning_rate_zero_freezes_all_but_the_fast_group(tmp_path, run_cli, tiny_model_dir, recipe, monkeypatch):
     # The demo's GRPO shape: learning_rate 0 and one tensor at its own rate. Everything else is frozen (no
     # gradients at all), so it is bit-identical after training, and the one tensor moves.
     from safetensors.torch import load_file
 
+    extra = []
+    if recipe == "grpo":  # an untrained model earns equal rewards (no gradient): a reward that always differs
+        (tmp_path / "lr_group_rewards.py").write_text(
+            "def alternating(completions, **kwargs):\n    return [float(i % 2) for i in range(len(completions))]\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        extra = ["--reward_funcs", "lr_group_rewards:alternating", "--reward_weights", "1.0"]
     out = tmp_path / recipe
     code, stdout, err = run_cli("train", ROOT / f"recipes/tiny/{recipe}.yaml", "--model_name_or_path", tiny_model_dir,
                                 "--output_dir", out, "--max_steps", "2", "--learning_rate", "0",
-                                "--learning_rate_groups", r'{"model\\.norm\\.weight$": 0.05}')
+                                "--learning_rate_groups", r'{"model\\.norm\\.weight$": 0.05}', *extra)
     assert code == 0, err
     before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(out / "model.safetensors")
     hidden = before["model.norm.weight"].numel()
@@ -84,8 +90,7 @@ def test_learning_rate_zero_freezes_all_but_the_fast_group(tmp_path, run_cli, ti
     assert f"  frozen     {total - hidden:,} of {total:,} weights (learning rate 0)" in stdout
     assert r"lr 0.05 for 1 parameter(s) matching 'model\.norm\.weight$': model.norm.weight" in stdout
     changed = [n for n in before if not after[n].equal(before[n])]
-    # SFT always has a gradient; GRPO from an untrained model may see all-equal rewards (no signal) in 2 steps.
-    assert changed == ["model.norm.weight"] if recipe == "sft" else set(changed) <= {"model.norm.weight"}
+    assert changed == ["model.norm.weight"]  # the fast group moved, nothing else did
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -131,24 +136,63 @@ def test_auto_resume_picks_last_complete_checkpoint(tmp_path, run_cli):
     assert state["global_step"] == 6 and (out / "checkpoint-6" / "trainer_state.json").is_file()
 
 
-@pytest.mark.parametrize("recipe,extra", [
-    ("recipes/sft_gsm8k.yaml", ["--max_steps", "2", "--eval_strategy", "no"]),
-    ("recipes/grpo_gsm8k.yaml", ["--max_steps", "1", "--use_vllm", "false"]),
+@pytest.mark.parametrize("recipe,extra,base", [
+    ("recipes/sft_gsm8k.yaml", ["--max_steps", "2", "--eval_strategy", "no"], "bf16"),
+    ("recipes/grpo_gsm8k.yaml", ["--max_steps", "1", "--use_vllm", "false"], "bf16"),
     ("recipes/sft_gsm8k.yaml", ["--max_steps", "2", "--eval_strategy", "no", "--use_peft", "true",
-                                "--load_in_4bit", "true", "--lora_target_modules", "q_proj", "v_proj"]),  # SFT QLoRA
-    ("recipes/grpo_gsm8k_lora.yaml", ["--max_steps", "1", "--load_in_4bit", "false"]),  # LoRA
-    ("recipes/grpo_gsm8k_lora.yaml", ["--max_steps", "1"]),  # QLoRA: bitsandbytes 4-bit nf4 base, on CPU
+                                "--load_in_4bit", "true", "--lora_target_modules", "q_proj", "v_proj"], "4-bit"),  # QLoRA
+    ("recipes/grpo_gsm8k_lora.yaml", ["--max_steps", "1", "--load_in_4bit", "false"], "bf16"),  # LoRA
+    ("recipes/grpo_gsm8k_lora.yaml", ["--max_steps", "1"], "4-bit"),  # QLoRA: bitsandbytes 4-bit nf4 base, on CPU
     ("recipes/grpo_gsm8k_lora.yaml", ["--max_steps", "1", "--load_in_4bit", "false", "--load_in_8bit", "true",
-                                      "--use_bnb_nested_quant", "false"]),  # 8-bit base
+                                      "--use_bnb_nested_quant", "false"], "8-bit"),  # 8-bit base
 ])
-def test_gpu_recipes_run_on_cpu_with_overrides(tmp_path, run_cli, tiny_model_dir, gsm8k_sample, recipe, extra):
+def test_gpu_recipes_run_on_cpu_with_overrides(tmp_path, run_cli, tiny_model_dir, gsm8k_sample, recipe, extra, base,
+                                               monkeypatch):
+    """Each GPU recipe takes a real step on CPU: the base is what the recipe says (bitsandbytes 4-bit / 8-bit
+    layers for QLoRA / 8-bit), and the step changed the trained weights (every LoRA B, which starts at zero, or
+    the full model against the checkpoint it started from)."""
+    import torch
+    import transformers
+    from safetensors.torch import load_file
+
+    if "grpo" in recipe:  # one step at full rate (the recipes warm up from lr 0), and a reward that always differs
+        # within a group (an untrained model's rewards are often all equal: no gradient), next to the recipe's own
+        rewards = yaml.safe_load((ROOT / recipe).read_text())
+        (tmp_path / "gpu_recipe_rewards.py").write_text(
+            "def alternating(completions, **kwargs):\n    return [float(i % 2) for i in range(len(completions))]\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        # (completions cut to 32 tokens: a step of 32 x 512 new tokens took minutes, and length is not under test)
+        extra = [*extra, "--warmup_steps", "0", "--max_completion_length", "32", "--reward_funcs", *rewards["reward_funcs"],
+                 "gpu_recipe_rewards:alternating", "--reward_weights", *map(str, rewards["reward_weights"]), "1.0"]
+    seen = {}
+    train = transformers.Trainer.train
+
+    def spy(self, *args, **kwargs):  # the model the trainer really trains: its base linear layers
+        seen["base"] = {(type(m).__module__.split(".")[0], type(m).__name__, m.weight.dtype)
+                        for n, m in self.model.named_modules()
+                        if isinstance(m, torch.nn.Linear) and "lora_" not in n and "lm_head" not in n}
+        return train(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.Trainer, "train", spy)
     out = tmp_path / "out"
     code, stdout, err = run_cli("train", ROOT / recipe, "--model_name_or_path", tiny_model_dir,
                                 "--dataset_name", gsm8k_sample, "--output_dir", out, *CPU, *extra)
     assert code == 0, err
-    saved = "adapter_model.safetensors" if "lora" in recipe or "--use_peft" in extra else "model.safetensors"
-    assert (out / saved).is_file()
     assert "train_loss" in json.loads((out / "train_results.json").read_text())
+    # every base projection is what the recipe asks for: bitsandbytes packed 4-bit (uint8) or int8, or plain bf16
+    assert seen["base"] == {"4-bit": {("bitsandbytes", "Linear4bit", torch.uint8)},
+                            "8-bit": {("bitsandbytes", "Linear8bitLt", torch.int8)},
+                            "bf16": {("torch", "Linear", torch.bfloat16)}}[base]
+    if "lora" in recipe or "--use_peft" in extra:
+        assert not (out / "model.safetensors").exists()
+        lora_b = {n: t for n, t in load_file(out / "adapter_model.safetensors").items() if "lora_B" in n}
+        assert lora_b and all(t.abs().max() > 0 for t in lora_b.values()), "a LoRA B is still all zero"
+    else:
+        before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(out / "model.safetensors")
+        # compared in the dtype it trained in (bf16); the norms' 1.0 does not move by a 1e-5 step there, every
+        # matrix does
+        changed = {n for n in before if not after[n].equal(before[n].to(after[n].dtype))}
+        assert {n for n in before if "norm" not in n} <= changed
 
 
 def test_sft_messages_with_assistant_only_loss_and_lora(tmp_path, run_cli):
