@@ -1,8 +1,10 @@
 """Auto-resume after a hard kill: a run SIGKILLed after a checkpoint (or in the middle of writing one) is rerun
-with the same command and ends with exactly the weights of a run that was never interrupted (CPU, fixed seed)."""
+with the same command and ends with exactly the weights of a run that was never interrupted (CPU, fixed seed), SFT
+and GRPO. The killed run's output_dir lock is left behind, and the rerun takes it over."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -56,9 +58,16 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def train(out: Path, kill_at: str | None = None) -> subprocess.CompletedProcess:
-    argv = ["train", str(ROOT / "recipes/tiny/sft.yaml"), "--output_dir", str(out), "--max_steps", "12",
-            "--save_strategy", "steps", "--save_steps", "4", "--logging_steps", "4"]
+ARGS = {
+    "sft": ["--max_steps", "12", "--save_strategy", "steps", "--save_steps", "4", "--logging_steps", "4"],
+    # fewer and shorter completions than the recipe's, to keep three runs within a minute
+    "grpo": ["--max_steps", "3", "--save_strategy", "steps", "--save_steps", "2", "--logging_steps", "1",
+             "--per_device_train_batch_size", "4", "--max_completion_length", "24"],
+}
+
+
+def train(out: Path, kill_at: str | None = None, task: str = "sft") -> subprocess.CompletedProcess:
+    argv = ["train", str(ROOT / f"recipes/tiny/{task}.yaml"), "--output_dir", str(out), *ARGS[task]]
     env = {**os.environ, "KILL_AT": kill_at or "never:0", "PYTHONPATH": str(ROOT / "src")}
     return subprocess.run([sys.executable, "-c", CHILD, *argv], env=env, capture_output=True, text=True, cwd=ROOT)
 
@@ -69,10 +78,25 @@ def weights(out: Path) -> dict:
     return load_file(out / "model.safetensors")
 
 
+def assert_stale_lock(out: Path):
+    """The killed run's lock is still there, naming a process that no longer exists."""
+    owner = json.loads((out / "_thinktrain.lock").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(owner["pid"], 0)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("uninterrupted")
     proc = train(out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return weights(out)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_grpo(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("uninterrupted_grpo")
+    proc = train(out, task="grpo")
     assert proc.returncode == 0, proc.stderr[-2000:]
     return weights(out)
 
@@ -88,17 +112,39 @@ def test_sigkilled_run_resumes_to_the_same_weights(tmp_path, uninterrupted, kill
     killed = train(out, kill_at)
     assert killed.returncode == -signal.SIGKILL
     assert not (out / "model.safetensors").exists()
+    assert_stale_lock(out)
     if kill_at.startswith("mid_save"):  # the half-written checkpoint is there, without trainer_state.json
         assert (out / "checkpoint-8" / "model.safetensors").is_file()
         assert not (out / "checkpoint-8" / "trainer_state.json").exists()
 
     rerun = train(out)  # the same command, nothing else
     assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert not (out / "_thinktrain.lock").exists()  # taken over, then released
     assert f"resuming   from {out / resumes_from}" in rerun.stdout
     assert f"steps run in this process: {steps_left}" in rerun.stdout  # it continued, it did not start over
     final = weights(out)
     assert final.keys() == uninterrupted.keys()
     for name, tensor in uninterrupted.items():
+        assert torch.equal(final[name], tensor), name
+
+
+def test_sigkilled_grpo_run_resumes_to_the_same_weights(tmp_path, uninterrupted_grpo):
+    import torch
+
+    out = tmp_path / "run"
+    killed = train(out, "after_save:2", task="grpo")
+    assert killed.returncode == -signal.SIGKILL
+    assert not (out / "model.safetensors").exists()
+    assert_stale_lock(out)
+
+    rerun = train(out, task="grpo")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"resuming   from {out / 'checkpoint-2'}" in rerun.stdout
+    assert "steps run in this process: 1" in rerun.stdout
+    assert not (out / "_thinktrain.lock").exists()
+    final = weights(out)
+    assert final.keys() == uninterrupted_grpo.keys()
+    for name, tensor in uninterrupted_grpo.items():
         assert torch.equal(final[name], tensor), name
 
 

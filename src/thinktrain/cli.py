@@ -4,12 +4,19 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 
 # TRL 1.x defaults `gradient_checkpointing`, which transformers 5 deprecated: every run would warn about a key
 # the user never wrote. Drop that one warning (remove once TRL moves to `activation_checkpointing`).
 warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated", category=FutureWarning)
+# Importing TRL's configs imports peft, which imports bitsandbytes; on CPUs with AVX512-BF16 its CPU backend then
+# tries to fetch a kernel from the Hub and logs two lines when it can't ("Failed to load CPU gemm_4bit_forward from
+# kernels-community"), on every start, quantized or not. That is a speed hint for 4-bit CPU runs, not an error:
+# raise its logger's level (the standard logging seam) before anything imports bitsandbytes, so a refused recipe
+# prints its one line only.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 USAGE = """usage: thinktrain train RECIPE.yaml [--key value ...]
        thinktrain eval --model PATH --dataset NAME_OR_FILE [--split test] [--limit N] [--num_samples k] ...
@@ -28,9 +35,12 @@ USAGE = """usage: thinktrain train RECIPE.yaml [--key value ...]
 """
 
 
-def fail(message: str) -> int:
-    print(f"thinktrain: error: {message}", file=sys.stderr, flush=True)
-    return 2
+def fail(message: str, code: int = 2) -> int:
+    from .errors import redact
+
+    # a message may quote the command line (e.g. a stray argument), which may hold a token
+    print(f"thinktrain: error: {redact(message)}", file=sys.stderr, flush=True)
+    return code
 
 
 def train(argv: list[str]) -> int:
@@ -80,12 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         return fail(f"unknown command '{command}'; commands: {', '.join(COMMANDS)}")
-    from .errors import RecipeError
+    from .errors import RecipeError, RunError
 
     try:
         return COMMANDS[command](rest)
     except RecipeError as e:  # every input mistake, from any command: one line, exit 2
         return fail(str(e))
+    except RunError as e:  # a fault during a run (NaN loss, output_dir in use): one line, exit 1 like any failed run
+        return fail(str(e), code=1)
 
 
 if __name__ == "__main__":

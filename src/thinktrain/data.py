@@ -9,6 +9,7 @@ conversational `prompt`/`completion` (loss on the completion only); pretraining 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -63,7 +64,9 @@ def load_raw(name: str, config: str | None = None, streaming: bool = False):
         if path.is_file():
             ds = load_dataset(DATA_SUFFIXES[path.suffix], data_files=str(path), streaming=streaming)
         else:
-            ds = load_dataset(name, name=config, streaming=streaming)  # a folder, or a Hub id
+            # dataset_config names a Hub dataset's config (openai/gsm8k's "main"); a local folder has none, so a
+            # GPU recipe pointed at a local copy of its data works as it is
+            ds = load_dataset(name, name=None if path.exists() else config, streaming=streaming)
     except Exception as e:  # datasets' traceback for an empty or malformed local file: say which and why, in one line
         if not path.exists():
             raise
@@ -80,10 +83,32 @@ def load_raw(name: str, config: str | None = None, streaming: bool = False):
     return IterableDatasetDict(train=ds) if streaming else DatasetDict(train=ds)
 
 
+@contextlib.contextmanager
+def quiet_if_local(name: str):
+    """No datasets progress bars while local (or synthetic) data loads and is shaped: they are instant there, and
+    before a data error they would print above its one-line message. A Hub download keeps its bars."""
+    import datasets
+
+    local = name.startswith("synthetic:") or Path(name).exists()
+    enabled = not datasets.are_progress_bars_disabled()
+    if local and enabled:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if local and enabled:
+            datasets.enable_progress_bars()
+
+
 def load(script_args, training_args, tokenizer=None):
     """(train, eval or None) shaped for script_args.task; every mistake is a one-line RecipeError."""
-    if script_args.task == "pretrain":
-        return load_text(script_args, training_args)
+    with quiet_if_local(script_args.dataset_name):
+        if script_args.task == "pretrain":
+            return load_text(script_args, training_args)
+        return _load_problems(script_args, training_args, tokenizer)
+
+
+def _load_problems(script_args, training_args, tokenizer):
     raw = load_raw(script_args.dataset_name, script_args.dataset_config, script_args.dataset_streaming)
     want_eval = evaluating(training_args)
     splits = {"train": script_args.dataset_train_split}
@@ -99,12 +124,12 @@ def load(script_args, training_args, tokenizer=None):
         ds = raw[split]
         if limit is not None and not script_args.dataset_streaming:
             ds = ds.select(range(min(limit, len(ds))))
-        if script_args.task == "grpo":
+        if script_args.task in ("grpo", "rft"):  # practice: prompt + gold solution
             out[role] = to_grpo(ds, script_args.prompt_column, script_args.answer_column, script_args.system_prompt,
                                 script_args.dataset_name)
         else:
             out[role] = to_sft(ds, script_args)
-    if script_args.task == "grpo" and script_args.max_prompt_length and tokenizer is not None:
+    if script_args.task in ("grpo", "rft") and script_args.max_prompt_length and tokenizer is not None:
         out["train"] = drop_long_prompts(out["train"], tokenizer, script_args.max_prompt_length)
     if script_args.task == "sft" and getattr(training_args, "assistant_only_loss", False) and tokenizer is not None:
         out = assistant_only_without_markers(out, tokenizer, training_args)

@@ -82,13 +82,14 @@ def load_problems(args: EvalArguments):
     one-line RecipeError before any model loads."""
     from datasets import Dataset
 
-    from .data import load_raw
+    from .data import load_raw, quiet_if_local
 
     name = args.dataset
     if not name:
         raise RecipeError("the following arguments are required: --dataset")
     check_source("--dataset", name, repo_type="dataset")
-    raw = load_raw(_only_split(name, args.split), args.dataset_config)
+    with quiet_if_local(name):
+        raw = load_raw(_only_split(name, args.split), args.dataset_config)
     if args.split in raw:
         ds = raw[args.split]
     elif len(raw) == 1 and Path(name).is_file():
@@ -166,6 +167,7 @@ class Completion(NamedTuple):
     text: str
     tokens: int  # generated tokens, the eos included
     finished: bool  # stopped at eos (False: cut at max_new_tokens)
+    ids: tuple = ()  # the generated token ids (what rewards get as completion_ids)
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
@@ -228,7 +230,8 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch
                 tokens = generated[row]
                 end = next((t + 1 for t, tok in enumerate(tokens) if tok in eos), None)
                 tokens = tokens if end is None else tokens[:end]
-                out[i] = Completion(tokenizer.decode(tokens, skip_special_tokens=True), len(tokens), end is not None)
+                out[i] = Completion(tokenizer.decode(tokens, skip_special_tokens=True), len(tokens), end is not None,
+                                    tuple(tokens))
     return out  # type: ignore[return-value]
 
 

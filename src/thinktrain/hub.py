@@ -45,6 +45,11 @@ def preflight(training_args, api=None) -> str:
 
     if is_offline_mode():
         raise RecipeError("push_to_hub: true, but HF_HUB_OFFLINE is set: unset it, or pass --push_to_hub false")
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_DISABLE_IMPLICIT_TOKEN:  # the Trainer's pushes pass no token (recipe.keep_secrets_out)
+        raise RecipeError("push_to_hub: true, but HF_HUB_DISABLE_IMPLICIT_TOKEN is set, so the pushes would send no "
+                          "token: unset it, or pass --push_to_hub false")
     api = api or HfApi()
     token = training_args.hub_token or api.token or _saved_token()
     if not token:
@@ -124,7 +129,8 @@ def model_card(script_args, training_args, model_args, metrics: dict, recipe: di
     name = repo_id(training_args)
     lines = ["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "", f"# {name}", ""]
     what = {"sft": "supervised fine-tuning (TRL SFTTrainer)", "grpo": "GRPO with verified rewards (TRL GRPOTrainer)",
-            "pretrain": "pretraining from scratch"}[task]
+            "pretrain": "pretraining from scratch",
+            "rft": "expert iteration (sample, keep the verified, TRL SFTTrainer; thinktrain rft)"}[task]
     lines += [f"{'A LoRA adapter for' if adapter else 'A model trained from'} `{base}` by {what} on "
               f"`{script_args.dataset_name}`, with thinktrain.", ""]
     if script_args.system_prompt:
@@ -134,8 +140,9 @@ def model_card(script_args, training_args, model_args, metrics: dict, recipe: di
         lines += ["Load it with peft (or merge it: `thinktrain merge ADAPTER OUT`):", "", "```python",
                   "from peft import AutoPeftModelForCausalLM",
                   f'model = AutoPeftModelForCausalLM.from_pretrained("{name}")', "```", ""]
-    if task == "grpo":
-        weights = training_args.reward_weights or [1.0] * len(script_args.reward_funcs)
+    if task in ("grpo", "rft"):
+        weights = (getattr(training_args, "reward_weights", None) or getattr(script_args, "reward_weights", None)
+                   or [1.0] * len(script_args.reward_funcs))
         lines += ["## Rewards", "", "| reward | weight |", "|---|---|"]
         lines += [f"| `{r}` | {w:g} |" for r, w in zip(script_args.reward_funcs, weights)] + [""]
     evals = _eval_results(out)

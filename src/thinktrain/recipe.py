@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import importlib.util
 import json
 import os
@@ -24,15 +25,71 @@ import yaml
 from trl import TrlParser
 
 from .configs import dataclass_types, evaluating
-from .errors import DATA_SUFFIXES, TASKS, RecipeError, one_line, suggest
+from .errors import DATA_SUFFIXES, REMOVED, RENAMED, TASKS, RecipeError, is_secret, one_line, suggest
 from .hardware import cpu_bf16_speedup, has_bf16_accelerator
 
-# Numbers that must be > 0 (>= 0 for NON_NEGATIVE) when set: TRL/transformers accept 0 or -1 and fail after the
-# model loads (an empty batch, a division by zero) or, for a negative learning rate, train the wrong way.
-POSITIVE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-            "num_train_epochs", "max_length", "max_completion_length", "max_prompt_length", "max_train_samples",
-            "max_eval_samples", "temperature")
-NON_NEGATIVE = ("learning_rate",)
+# --------------------------------------------------------------------------- what a value may be
+# TRL, transformers and PEFT take any value of a field's type and find many bad ones only after the model loads (an
+# empty batch, a division by zero, a logits processor or the loss refusing it) or never (training the wrong way).
+# validate checks these tables first. A rule applies when the task has the key and its value is set; the comment
+# says whose code rejects the value later, or what goes wrong. (A value the dataclasses' own __post_init__ rejects is
+# refused by them, at parse: those checks are not repeated here.)
+
+
+def _range(low, high=None, low_open=False, high_open=False) -> tuple:
+    return low, high, low_open, high_open
+
+
+POSITIVE, NON_NEGATIVE = _range(0, low_open=True), _range(0)
+PROBABILITY, FRACTION = _range(0, 1), _range(0, 1, high_open=True)  # [0, 1], [0, 1)
+RANGES = {
+    # sizes and counts: 0 is an empty batch, a division by zero, or a loop that never runs
+    "per_device_train_batch_size": POSITIVE, "per_device_eval_batch_size": POSITIVE,
+    "gradient_accumulation_steps": POSITIVE, "eval_accumulation_steps": POSITIVE, "num_train_epochs": POSITIVE,
+    "max_length": POSITIVE, "max_completion_length": POSITIVE, "max_prompt_length": POSITIVE,
+    "max_train_samples": POSITIVE, "max_eval_samples": POSITIVE,
+    "dataset_num_proc": POSITIVE,  # datasets' map(num_proc=0) raises
+    "generation_batch_size": POSITIVE, "steps_per_generation": POSITIVE,  # GRPOConfig takes 0: no batch to generate
+    "num_generations_eval": POSITIVE, "num_iterations": POSITIVE,  # GRPO: 0 updates per generation trains nothing
+    "ref_model_sync_steps": POSITIVE, "vllm_tensor_parallel_size": POSITIVE, "vllm_max_model_length": POSITIVE,
+    # intervals: save_steps 0 never saves, without a word; eval_steps 0 is read as "every logging_steps"
+    "logging_steps": POSITIVE, "save_steps": POSITIVE, "eval_steps": POSITIVE,
+    # LoRA: peft's LoraLayer.update_layer raises for r <= 0 once the model is wrapped; the update is scaled by
+    # lora_alpha / r, so alpha 0 trains an adapter that changes nothing; torch.nn.Dropout raises outside [0, 1]
+    "lora_r": POSITIVE, "lora_alpha": POSITIVE, "lora_dropout": FRACTION,
+    # optimizer: torch.optim.AdamW raises for these when the first step builds it; max_grad_norm < 0 turns
+    # clipping off without a word (0 does so on purpose); a negative learning rate trains the wrong way
+    "learning_rate": NON_NEGATIVE, "weight_decay": NON_NEGATIVE, "adam_epsilon": NON_NEGATIVE,
+    "adam_beta1": FRACTION, "adam_beta2": FRACTION, "max_grad_norm": NON_NEGATIVE,
+    "label_smoothing_factor": FRACTION, "eval_delay": NON_NEGATIVE, "neftune_noise_alpha": NON_NEGATIVE,
+    # GRPO: a negative KL coefficient rewards drifting away from the reference model; a negative clipping range
+    # inverts the trust region; GRPOConfig documents top_entropy_quantile and ref_model_mixup_alpha in [0, 1]
+    "beta": NON_NEGATIVE, "epsilon": NON_NEGATIVE, "epsilon_high": NON_NEGATIVE,
+    "top_entropy_quantile": PROBABILITY, "ref_model_mixup_alpha": PROBABILITY,
+    "vllm_gpu_memory_utilization": _range(0, 1, low_open=True),  # a share of the GPU's memory
+    # sampling: transformers' logits processors (generation/logits_process.py) raise when generation starts;
+    # top_p 0 would make every completion of a group the same (vLLM refuses it outright); top_k 0 turns it off
+    "temperature": POSITIVE, "top_p": _range(0, 1, low_open=True), "min_p": PROBABILITY, "top_k": NON_NEGATIVE,
+    "repetition_penalty": POSITIVE,
+    # not quantities: numpy.random.seed takes [0, 2**32 - 1]; torch's DataLoader raises for negative workers
+    "seed": _range(0, 2**32 - 1), "data_seed": _range(0, 2**32 - 1), "dataloader_num_workers": NON_NEGATIVE,
+    "vllm_server_port": _range(1, 65535), "vllm_group_port": _range(1, 65535), "vllm_server_timeout": POSITIVE,
+    "ddp_timeout": POSITIVE,
+}
+
+# Strings that TRL types as plain `str` and rejects only in the training loop (or, for vLLM's, when it starts).
+GRPO_CHOICES = {
+    "loss_type": ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"),  # GRPOTrainer._compute_loss
+    "scale_rewards": ("group", "batch", "none"),  # GRPOTrainer._generate_and_score_completions (true/false mapped)
+    "importance_sampling_level": ("token", "sequence"),  # GRPOTrainer._compute_loss
+    "multi_objective_aggregation": ("sum_then_normalize", "normalize_then_sum"),  # GRPOTrainer
+    "vllm_mode": ("colocate", "server"),  # trl.generation.vllm_generation.VLLMGeneration
+    "vllm_model_impl": ("vllm", "transformers"),  # GRPOConfig's help; vLLM's model_impl
+    "vllm_importance_sampling_mode": ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask"),
+}
+CHOICES = {
+    "torch_compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),  # torch.compile
+}
 
 
 @dataclass
@@ -45,17 +102,34 @@ class Recipe:
     model_args: object  # trl.ModelConfig
     keys: list[str] = field(default_factory=list)  # set in the YAML or on the command line, in that order
     bf16_fallback: str | None = None  # why a CPU bf16 recipe trains in fp32 here (the run header says it)
+    secrets: list[str] = field(default_factory=list)  # names of the secrets given (never their values)
 
     def resolved(self) -> dict:
-        """The keys the user set, with the values that were actually used (what recipe.yaml records)."""
+        """The keys the user set, with the values that were actually used (what recipe.yaml records and the model
+        card quotes). Secret keys (hub_token, ...) are left out: both files are uploaded with the model."""
         out = {}
         for key in dict.fromkeys(self.keys):
+            if is_secret(key):
+                continue
             for obj in (self.script_args, self.training_args, self.model_args):
                 if any(f.name == key for f in dataclasses.fields(obj)):
                     value = getattr(obj, key)
                     out[key] = getattr(value, "value", value)  # enums -> their string
                     break
         return {"task": self.task, **out}
+
+    def to_yaml(self) -> str:
+        """recipe.yaml: resolved(), led by a comment naming the secrets that were given and not recorded, and where
+        a rerun takes them from, so the file stays rerunnable without ever holding one."""
+        hub = [s for s in self.secrets if s in ("hub_token", "env HF_TOKEN", "env HUGGING_FACE_HUB_TOKEN")]
+        other = [s for s in self.secrets if s not in hub]
+        note = [f"# Secrets given to this run, not recorded here: {', '.join(self.secrets)}."] if self.secrets else []
+        if hub:
+            note.append("# To rerun it, give the Hub token as HF_TOKEN in the environment, or run `hf auth login`.")
+        if other:
+            note.append(f"# To rerun it, give {', '.join(other)} again (environment or command line), not in this "
+                        f"file.")
+        return "".join(line + "\n" for line in note) + yaml.safe_dump(self.resolved(), sort_keys=False)
 
 
 class Parser(TrlParser):
@@ -166,19 +240,97 @@ def _parse(parser: Parser, argv: list[str]) -> tuple:
 
 
 def _check_keys(config: dict, overrides: list[str], parser: Parser, task: str):
+    """Every YAML key and every --option must be one of the task's recipe keys. All the keys to change are named in
+    one error (a recipe ported from open-r1 or TRL 0.x would otherwise take one run per key): one line for a single
+    key, else a summary line and then one key a line: each renamed key with its new name, each removed one with what
+    to do instead, each unknown one with the closest valid key; a recipe without `task:` whose keys are another
+    task's is told to name it. Then the given values the dataclasses would rewrite or choke on."""
     actions = {a.dest for a in parser._actions if a.dest != "help"}
-    for key in config:
-        if str(key) not in actions:
-            raise RecipeError(f"unknown recipe key '{key}' for task '{task}'{suggest(str(key), sorted(actions))}")
     options = {s.lstrip("-") for a in parser._actions for s in a.option_strings}
+    given = {str(key): "recipe key" for key in config}
     for tok in overrides:
         name = tok[2:].split("=", 1)[0] if tok.startswith("--") else None
         if tok.startswith("--") and not name:
             raise RecipeError(f"unknown option '{tok}'; options look like --key value")
-        if name is not None and name not in options:
-            raise RecipeError(f"unknown option '{name}' for task '{task}'{suggest(name, sorted(options))}")
+        if name is not None:
+            given.setdefault(name, "option")
         if name is None and tok.startswith("-") and not re.fullmatch(r"-[\d.]+(e-?\d+)?", tok):
             raise RecipeError(f"unknown option '{tok}'; options look like --key value")
+    wrong = {key: where for key, where in given.items() if key not in (actions if where == "recipe key" else options)}
+    rows = {}
+    if wrong and "task" not in given:  # read as sft; open-r1's GRPO recipes have no task: key
+        misses = {t: [key for key in given if key not in _fields(t)] for t in TASKS if t != task}
+        other = min(misses, key=lambda t: len(misses[t]))
+        if len(misses[other]) < len(wrong):
+            mine = [key for key in given if key in _fields(other) and key in wrong]
+            rows["task"] = ("missing", f"add task: {other} (without it the recipe is read as {task}, and "
+                                       f"{', '.join(mine[:3])}{', ...' if len(mine) > 3 else ''} are {other}'s keys)")
+            task, actions, wrong = other, _fields(other), {key: given[key] for key in misses[other]}
+    if not rows and len(wrong) == 1:
+        (key, where), = wrong.items()
+        _, tail, _ = _key_advice(key, actions if where == "recipe key" else options, task)
+        raise RecipeError(f"unknown {where} '{key}' for task '{task}'{tail}")
+    if rows and not wrong:
+        raise RecipeError(f"task is not set: {rows['task'][1]}")
+    if wrong:
+        rows.update({key: _key_advice(key, actions, task)[::2] for key in wrong})
+        kinds = [kind for kind, _ in rows.values()]
+        counts = ", ".join(f"{kinds.count(k)} {k}" for k in ("missing", "renamed", "removed", "unknown") if k in kinds)
+        lines = [f"  {'--' if given.get(key) == 'option' else ''}{key}: {kind}, {row}"
+                 for key, (kind, row) in rows.items()]
+        raise RecipeError("\n".join([f"{len(rows)} recipe keys need changing for task '{task}' ({counts}):", *lines]))
+    _check_given(config, overrides)
+
+
+def _fields(task: str) -> set[str]:
+    return {f.name for c in dataclass_types(task) for f in dataclasses.fields(c)}
+
+
+def _key_advice(key: str, known, task: str) -> tuple[str, str, str]:
+    """For a key the task does not have: 'renamed' | 'removed' | 'unknown', the tail of its one-line message, and
+    its row in a list of several."""
+    new = RENAMED.get(key)
+    if new and re.match(r"\w+", new).group() in known:
+        return "renamed", f"; it was renamed: use {new}", f"use {new}"
+    if key in REMOVED:
+        return "removed", f"; it was removed: {REMOVED[key]}", REMOVED[key]
+    if new:  # renamed to a key this task does not have (max_seq_length in a GRPO recipe)
+        return "removed", f"; it was renamed to {new}, which task '{task}' does not have", f"delete it (renamed to " \
+            f"{new}, which task '{task}' does not have)"
+    others = [t for t in TASKS if t != task and key in _fields(t)]
+    if others:
+        where = f"a key of task {' and '.join([', '.join(others[:-1]), others[-1]] if others[:-1] else others)}, " \
+                f"not of {task}"
+        return "unknown", f"; it is {where}", f"{where}; delete it"
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    if close:
+        return "unknown", f" (did you mean '{close[0]}'?)", f"did you mean '{close[0]}'?"
+    return "unknown", "; no recipe key is close (docs/recipes.md)", "no recipe key is close (docs/recipes.md)"
+
+
+def _check_given(config: dict, overrides: list[str]):
+    """Values as given (the command line's over the YAML's), for what TrainingArguments.__post_init__ would turn
+    into something else or choke on: eval_steps 0 silently becomes logging_steps; accelerator_config / fsdp_config
+    name JSON files it opens without a check (a FileNotFoundError traceback)."""
+    given = dict(config)
+    for i, tok in enumerate(overrides):
+        name, eq, value = tok[2:].partition("=")
+        if tok.startswith("--") and not eq and i + 1 < len(overrides) and not overrides[i + 1].startswith("--"):
+            given[name] = overrides[i + 1]
+        elif tok.startswith("--") and eq:
+            given[name] = value
+    try:
+        zero = float(given.get("eval_steps", 1)) == 0
+    except (TypeError, ValueError):
+        zero = False  # not a number: the parser says so
+    if zero:
+        raise RecipeError("eval_steps: 0 would quietly mean 'every logging_steps'; give the steps between "
+                          "evaluations (a float < 1 is a ratio of the total), or set eval_strategy: no")
+    for key in ("accelerator_config", "fsdp_config"):
+        value = given.get(key)
+        if isinstance(value, str) and value.strip() and not value.lstrip().startswith("{") \
+                and not Path(value).expanduser().is_file():
+            raise RecipeError(f"{key}: no such file: {value}; give a JSON file, or a mapping in the recipe")
 
 
 def parse(argv: list[str] | None = None, check_model: bool = True) -> Recipe:
@@ -221,55 +373,67 @@ def parse(argv: list[str] | None = None, check_model: bool = True) -> Recipe:
         recipe = Recipe(task, *_parse(parser, [*argv, "--bf16", "false"]), keys=keys, bf16_fallback=(
             f"bf16 asked for, but this CPU has no native bf16 ({torch.backends.cpu.get_cpu_capability()}): its bf16 "
             f"matmuls run {1 / speedup:.0f}x slower than fp32"))
+    if (recipe.model_args.dtype == "bfloat16" and not has_bf16_accelerator()
+            and (speedup := cpu_bf16_speedup()) < 0.5):
+        # the same for bf16 *weights* (GPU recipes set dtype: bfloat16): a quick look at a GPU recipe on such a CPU
+        # would crawl; the weights load in float32 and the header says so
+        import torch
+
+        recipe.model_args.dtype = "float32"
+        recipe.bf16_fallback = recipe.bf16_fallback or (
+            f"dtype bfloat16 asked for, but this CPU has no native bf16 ({torch.backends.cpu.get_cpu_capability()}): "
+            f"weights loaded in float32, its bf16 matmuls run {1 / speedup:.0f}x slower")
+    keep_secrets_out(recipe, env)
     validate(recipe, check_model)
     return recipe
 
 
+def keep_secrets_out(recipe: Recipe, env: dict):
+    """Move a hub_token given in the YAML or on the command line into the process environment as HF_TOKEN, and
+    record only the names of the secrets given. Why: the Trainer pickles its TrainingArguments whole into
+    training_args.bin in output_dir and in every checkpoint, and both are pushed (checkpoints to their branches,
+    the final folder to main); huggingface_hub reads HF_TOKEN at every call (utils/_auth.get_token), so with
+    hub_token None every Hub call (preflight, Trainer.init_hf_repo/push_to_hub, PushRevisions) still
+    authenticates with it, and no file can hold it. `env:` secrets are set by TrlParser and never written."""
+    args = recipe.training_args
+    recipe.secrets = [key for key in dict.fromkeys(recipe.keys) if is_secret(key)]
+    recipe.secrets += [f"env {key}" for key in env if is_secret(str(key))]
+    token = getattr(args, "hub_token", None)
+    if token:
+        os.environ["HF_TOKEN"] = token  # the command line wins over the environment, as for every key
+        # trackers (wandb, ...) record the command line: keep the value out of this process's sys.argv too
+        sys.argv[:] = ["***" if a == token else a[:-len(token)] + "***" if a.endswith(f"={token}") else a
+                       for a in sys.argv]
+        args.hub_token = None
+
+
 def validate(recipe: Recipe, check_model: bool = True):
-    """Checks TRL would only make after loading the model (or never): fail now, in one line."""
+    """Checks TRL would only make after loading the model (or never): fail now, in one line. What is checked, by
+    family: docs/recipes.md#mistakes-are-caught-before-anything-loads."""
     script_args, training_args, model_args = recipe.script_args, recipe.training_args, recipe.model_args
     if not model_args.model_name_or_path:
         raise RecipeError("model_name_or_path is missing: set it in the recipe or pass --model_name_or_path")
     if not script_args.dataset_name:
         raise RecipeError("dataset_name is missing: a hub id, a local .jsonl/.json/.parquet/.csv file or folder, "
                           "or synthetic:gsm8k")
-    for key in POSITIVE + NON_NEGATIVE:
-        value = next((getattr(a, key) for a in (script_args, training_args) if hasattr(a, key)), None)
-        if value is not None and (value < 0 or (value == 0 and key in POSITIVE)):
-            sign = "positive" if key in POSITIVE else "non-negative"
-            raise RecipeError(f"{key}: expected a {sign} number, got {value!r}; fix it, or remove the key for the "
-                              f"default")
+    check_values(recipe)
     script_args.learning_rate_groups = check_learning_rate_groups(script_args.learning_rate_groups)
     if (script_args.learning_rate_groups and training_args.learning_rate == 0
             and not any(script_args.learning_rate_groups.values())):
         raise RecipeError("learning_rate_groups: every parameter has learning rate 0, so nothing would train; "
                           "give learning_rate or a group a positive rate")
-    if recipe.task == "grpo":
-        from .rewards import check_reward_name
-
-        if not script_args.reward_funcs:
-            raise RecipeError("reward_funcs is empty: name at least one reward, e.g. [accuracy, format]")
-        for name in script_args.reward_funcs:
-            check_reward_name(name)
-        weights = training_args.reward_weights
+    if recipe.task in ("grpo", "rft"):
+        check_rewards(script_args.reward_funcs)
+        weights = getattr(training_args, "reward_weights", None)  # GRPOConfig's (rft checks its own)
         if weights is not None and len(weights) != len(script_args.reward_funcs):
             raise RecipeError(
                 f"reward_weights has {len(weights)} values but reward_funcs has {len(script_args.reward_funcs)} "
                 f"({', '.join(script_args.reward_funcs)}): give one weight per reward"
             )
-    for key, on, package, extra in (
-        ("use_vllm", getattr(training_args, "use_vllm", False), "vllm", "vllm"),
-        ("load_in_4bit", model_args.load_in_4bit, "bitsandbytes", "qlora"),
-        ("load_in_8bit", model_args.load_in_8bit, "bitsandbytes", "qlora"),
-    ):
-        if on and importlib.util.find_spec(package) is None:
-            raise RecipeError(f"{key}: true needs {package}, which is not installed; pip install "
-                              f"'thinktrain[{extra}]' or pass --{key} false")
-    if model_args.load_in_4bit and evaluating(training_args) and (training_args.use_cpu or not has_bf16_accelerator()):
-        # measured: after an eval-mode forward, CPU 4-bit training crashes (Qwen2) or computes wrong gradients
-        # without an error (Llama); 8-bit is unaffected
-        raise RecipeError("load_in_4bit on CPU: bitsandbytes 4-bit training breaks after an evaluation (eval-mode "
-                          "forward); set eval_strategy: no, or use load_in_8bit on CPU")
+    check_packages(recipe)
+    check_combinations(recipe)
+    check_with_libraries(recipe)
+    check_paths(recipe)
     check_source("dataset_name", script_args.dataset_name, repo_type="dataset")
     if training_args.push_to_hub:  # seconds now, not a failed push after hours of training
         from .hub import preflight
@@ -277,6 +441,249 @@ def validate(recipe: Recipe, check_model: bool = True):
         training_args.hub_model_id = preflight(training_args)  # namespace/name, as the checks resolved it
     if check_model:
         check_source("model_name_or_path", model_args.model_name_or_path, repo_type="model")
+
+
+def _set(recipe: Recipe, key: str):
+    """The value of `key` in the task's dataclasses (None where the task has no such key)."""
+    for args in (recipe.script_args, recipe.training_args, recipe.model_args):
+        if key in {f.name for f in dataclasses.fields(args)}:
+            value = getattr(args, key)
+            return getattr(value, "value", value)  # enums -> their string
+    return None
+
+
+def _describe(rule: tuple) -> str:
+    low, high, low_open, high_open = rule
+    if high is None:
+        return "a positive number" if low == 0 and low_open else "a non-negative number" if low == 0 else \
+            f"a number {'>' if low_open else '>='} {low}"
+    return f"a number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+
+
+def check_values(recipe: Recipe):
+    """RANGES, CHOICES and GRPO_CHOICES; the sets transformers itself keeps (cache and attention implementations)."""
+    for key in sorted(RANGES, key=lambda k: k not in recipe.keys):  # the keys set first, then derived ones
+        rule, value = RANGES[key], _set(recipe, key)
+        low, high, low_open, high_open = rule
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if value < low or (low_open and value == low) or (high is not None and (value > high or (
+                high_open and value == high))):
+            raise RecipeError(f"{key}: expected {_describe(rule)}, got {value!r}; fix it, or remove the key for the "
+                              f"default")
+    training_args = recipe.training_args
+    if recipe.task == "grpo" and str(training_args.scale_rewards).lower() in ("true", "false"):
+        # GRPOConfig maps the documented booleans true/false to group/none, but a YAML or command-line value
+        # arrives as the string "True"/"False", which it keeps, and the trainer refuses mid-run
+        training_args.scale_rewards = "group" if str(training_args.scale_rewards).lower() == "true" else "none"
+    for key, allowed in {**CHOICES, **(GRPO_CHOICES if recipe.task == "grpo" else {})}.items():
+        _check_choice(recipe, key, allowed)
+    if getattr(training_args, "cache_implementation", None) is not None:
+        from transformers.generation.configuration_utils import ALL_CACHE_IMPLEMENTATIONS
+
+        _check_choice(recipe, "cache_implementation", ALL_CACHE_IMPLEMENTATIONS)  # GenerationConfig.validate
+    if "torch_compile_backend" in recipe.keys and training_args.torch_compile_backend is not None:
+        from torch._dynamo import list_backends  # (seconds to import: only when the recipe names a backend)
+
+        _check_choice(recipe, "torch_compile_backend", list_backends(exclude_tags=()))  # torch.compile raises
+    attention = recipe.model_args.attn_implementation
+    if attention is not None and "/" not in attention:  # org/repo: a kernel from the Hub
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+        # PreTrainedModel.get_correct_attn_implementation, when the model loads ("paged|" is a deprecated prefix)
+        known = ["eager", *ALL_ATTENTION_FUNCTIONS.valid_keys()]
+        if attention.removeprefix("paged|") not in known:
+            _check_choice(recipe, "attn_implementation", known)
+
+
+def _check_choice(recipe: Recipe, key: str, allowed):
+    value = _set(recipe, key)
+    if value is not None and value not in allowed:
+        raise RecipeError(f"{key}: '{value}' is not one of: {', '.join(allowed)}; pick one, or remove the key for "
+                          f"the default")
+
+
+def check_rewards(names: list[str]):
+    """Every reward name of reward_funcs; the unknown ones named together, like the keys of a ported recipe."""
+    from .rewards import UnknownRewardError, check_reward_name
+
+    if not names:
+        raise RecipeError("reward_funcs is empty: name at least one reward, e.g. [accuracy, format]")
+    wrong = {}
+    for name in names:
+        try:
+            check_reward_name(name)
+        except UnknownRewardError as e:
+            wrong[name] = str(e)
+    if len(wrong) == 1:
+        raise RecipeError(next(iter(wrong.values())))
+    if wrong:
+        raise RecipeError("\n".join([f"{len(wrong)} of reward_funcs' names need changing:",
+                                     *(f"  {why}" for why in wrong.values())]))
+
+
+def check_combinations(recipe: Recipe):
+    """Values that are fine alone and fail together, after the model loads (or never do what they say)."""
+    script_args, training_args, model_args = recipe.script_args, recipe.training_args, recipe.model_args
+    peft, scratch = model_args.use_peft, model_args.model_name_or_path.startswith("scratch:")
+    if (model_args.load_in_4bit or model_args.load_in_8bit) and not peft:
+        # transformers' Trainer refuses to train a quantized model without adapters
+        bits = "load_in_4bit" if model_args.load_in_4bit else "load_in_8bit"
+        raise RecipeError(f"{bits}: a quantized model trains only through LoRA adapters; set use_peft: true, or "
+                          f"{bits}: false")
+    if recipe.task == "grpo":  # GRPOConfig's keys (rft's trainer config is SFTConfig)
+        if training_args.beta > 0 and scratch and not peft:
+            # GRPOTrainer builds its reference model with from_pretrained(the model's name); a scratch model has none
+            raise RecipeError(f"beta: {training_args.beta:g} needs a reference model that GRPO loads by name, and "
+                              f"{model_args.model_name_or_path} is built in memory; set beta: 0, or start from a saved "
+                              f"checkpoint (model_name_or_path: runs/tiny/sft)")
+        if training_args.sync_ref_model and (training_args.beta == 0 or peft):
+            # GRPOTrainer.__init__: there is no separate reference model to sync
+            why = "beta is 0, so there is no reference model" if training_args.beta == 0 else \
+                "with use_peft the reference model is the base model with the adapter off"
+            raise RecipeError(f"sync_ref_model: true, but {why}; set sync_ref_model: false")
+        if (training_args.loss_type == "vespo" and training_args.use_vllm
+                and training_args.vllm_importance_sampling_correction
+                and training_args.vllm_importance_sampling_mode not in ("token_truncate", "token_mask")):
+            raise RecipeError("loss_type: vespo with vLLM needs vllm_importance_sampling_mode: token_truncate or "
+                              "token_mask")  # GRPOTrainer.__init__
+    if recipe.task != "grpo" and training_args.padding_free and not training_args.packing \
+            and training_args.max_length is not None:
+        # SFTTrainer.__init__: without packing, padding-free batches would not be cut to max_length
+        raise RecipeError("padding_free: true without packing would not enforce max_length; set packing: true, or "
+                          "max_length: null")
+    if script_args.dataset_streaming and training_args.max_steps <= 0:
+        # the Trainer needs the length of an epoch, which a stream does not have
+        raise RecipeError("dataset_streaming: true needs max_steps (a stream has no length to count epochs in)")
+    save = str(getattr(training_args.save_strategy, "value", training_args.save_strategy))
+    if save == "best" and not evaluating(training_args):
+        raise RecipeError("save_strategy: best keeps the checkpoint with the best evaluation, but eval_strategy is "
+                          "no; set eval_strategy: steps (or epoch), or another save_strategy")
+    if save == "best" and training_args.metric_for_best_model is None:
+        # transformers' Trainer.__init__
+        raise RecipeError("save_strategy: best needs metric_for_best_model (e.g. loss); set it, or another "
+                          "save_strategy")
+
+
+# optimizers that need no package beyond torch and transformers
+_PLAIN_OPTIMIZERS = {"adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop"}
+
+
+def check_packages(recipe: Recipe):
+    """Features that need a package (or an NVIDIA GPU) this machine does not have."""
+    training_args, model_args = recipe.training_args, recipe.model_args
+    for key, on, package, install in (
+        ("use_vllm", getattr(training_args, "use_vllm", False), "vllm", "'thinktrain[vllm]'"),
+        ("load_in_4bit", model_args.load_in_4bit, "bitsandbytes", "'thinktrain[qlora]'"),
+        ("load_in_8bit", model_args.load_in_8bit, "bitsandbytes", "'thinktrain[qlora]'"),
+        ("use_liger_kernel", training_args.use_liger_kernel, "liger_kernel", "liger-kernel"),
+    ):
+        if on and importlib.util.find_spec(package) is None:
+            raise RecipeError(f"{key}: true needs {package}, which is not installed; pip install {install} or pass "
+                              f"--{key} false")
+    if model_args.load_in_4bit and evaluating(training_args) and (training_args.use_cpu or not has_bf16_accelerator()):
+        # measured: after an eval-mode forward, CPU 4-bit training crashes (Qwen2) or computes wrong gradients
+        # without an error (Llama); 8-bit is unaffected
+        raise RecipeError("load_in_4bit on CPU: bitsandbytes 4-bit training breaks after an evaluation (eval-mode "
+                          "forward); set eval_strategy: no, or use load_in_8bit on CPU")
+    attention = model_args.attn_implementation or ""
+    if attention.startswith("flash_attention") and not model_args.model_name_or_path.startswith("scratch:"):
+        import torch
+
+        if training_args.use_cpu or not torch.cuda.is_available():
+            raise RecipeError(f"attn_implementation: {attention} needs an NVIDIA GPU; use sdpa here (or remove the "
+                              f"key)")
+    if training_args.report_to:  # [] for none; transformers' Trainer raises for a tracker that is not installed
+        from transformers.integrations import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
+
+        available = get_available_reporting_integrations()
+        for name in training_args.report_to:
+            if name not in INTEGRATION_TO_CALLBACK:
+                raise RecipeError(f"report_to: '{name}' is not one of: none, all, "
+                                  f"{', '.join(INTEGRATION_TO_CALLBACK)}; fix it, or report_to: none")
+            if name not in available:
+                raise RecipeError(f"report_to: {name} is not installed; pip install {name.replace('_', '-')}, or "
+                                  f"report_to: none")
+
+
+def check_with_libraries(recipe: Recipe):
+    """The checks that PEFT's, bitsandbytes' and transformers' own constructors make, made now on the recipe's
+    values instead of after the model loads (LoraConfig, BitsAndBytesConfig, the scheduler, the optimizer)."""
+    training_args, model_args = recipe.training_args, recipe.model_args
+    if model_args.use_peft:
+        from trl import get_peft_config
+
+        lora = sorted((f.name for f in dataclasses.fields(model_args) if f.name.startswith("lora_")), key=len)[::-1]
+        _library_check(lambda: get_peft_config(model_args), [*lora, "use_dora", "use_rslora"])
+    if model_args.load_in_4bit or model_args.load_in_8bit:
+        from trl import get_quantization_config
+
+        _library_check(lambda: get_quantization_config(model_args),
+                       ["bnb_4bit_quant_storage", "bnb_4bit_quant_type", "use_bnb_nested_quant", "load_in_4bit"])
+    scheduler = str(getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type))
+    if training_args.lr_scheduler_kwargs or scheduler in ("cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                                                          "warmup_stable_decay"):  # those need kwargs
+        import torch
+        from transformers import get_scheduler
+
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=training_args.learning_rate or 1e-3)
+        _library_check(lambda: get_scheduler(scheduler, optimizer, num_warmup_steps=0, num_training_steps=100,
+                                             scheduler_specific_kwargs=training_args.lr_scheduler_kwargs),
+                       [f"lr_scheduler_kwargs (for lr_scheduler_type {scheduler})"])
+    optim = str(getattr(training_args.optim, "value", training_args.optim))
+    if optim not in _PLAIN_OPTIMIZERS:  # the others need a package (bitsandbytes, torchao, galore, ...)
+        from transformers import Trainer
+
+        _library_check(lambda: Trainer.get_optimizer_cls_and_kwargs(training_args), [f"optim {optim}"],
+                       model_free=True)
+
+
+def _library_check(check, keys: list[str], model_free: bool = False):
+    """Run a library's own check of these keys' values; a refusal becomes one line led by the key it is about (the
+    first of `keys` its message names, as is or as words: lora_task_type is "task type"), else by keys[0]."""
+    try:
+        check()
+    except (ValueError, TypeError, ImportError) as e:
+        if model_free and "model" in str(e).lower() and not isinstance(e, ImportError):
+            return  # needs the model itself (GaLore's target modules): checked when it loads
+        text = one_line(e)
+        named = (k for k in keys if k in text or re.search(rf"\b{k.split('_', 1)[-1].replace('_', ' ')}\b",
+                                                               text.lower()))
+        raise RecipeError(f"{next(named, keys[0])}: {text}") from None
+
+
+def check_paths(recipe: Recipe):
+    """Files and folders the trainer would write to or read from after loading."""
+    script_args, training_args = recipe.script_args, recipe.training_args
+    out = Path(training_args.output_dir).expanduser()
+    for parent in [out, *out.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                where = "is a file" if parent == out else f"is inside {parent}, a file"
+                raise RecipeError(f"output_dir: {out} {where}; choose a folder path (--output_dir runs/NAME)")
+            if not os.access(parent, os.W_OK):
+                raise RecipeError(f"output_dir: {out} cannot be created or written ({parent} is not writable); "
+                                  f"choose a folder you can write")
+            break
+    resume = training_args.resume_from_checkpoint
+    if resume:
+        if resume.lower() in ("true", "false"):
+            raise RecipeError(f"resume_from_checkpoint: give a checkpoint folder, not {resume}; a rerun resumes "
+                              f"from output_dir's newest checkpoint by itself (auto_resume: true)")
+        path = Path(resume).expanduser()
+        if not path.is_dir():
+            raise RecipeError(f"resume_from_checkpoint: no such folder: {resume}; give a checkpoint folder, e.g. "
+                              f"{out}/checkpoint-500, or remove the key (auto_resume finds the newest)")
+        if not (path / "trainer_state.json").is_file():
+            raise RecipeError(f"resume_from_checkpoint: {resume} is not a complete checkpoint (no "
+                              f"trainer_state.json); give a checkpoint-N folder that has one")
+    template = getattr(training_args, "chat_template_path", None)
+    if template and (template.endswith((".jinja", ".j2")) or template.startswith((".", "/", "~"))) \
+            and not Path(template).expanduser().exists():
+        raise RecipeError(f"chat_template_path: no such file or folder: {template}")
+    tokenizer = getattr(script_args, "tokenizer_name_or_path", None)
+    if tokenizer:
+        check_source("tokenizer_name_or_path", tokenizer, repo_type="model")
 
 
 def check_learning_rate_groups(groups) -> dict[str, float] | None:

@@ -1,0 +1,295 @@
+"""Faults during a run (run.guard_finite, run.lock_output_dir): a NaN/inf loss, gradient norm or weight stops the run
+with one line (exit 1) and leaves only finite weights in output_dir; a second run on the same output_dir is refused
+in one line while the first lives, and a lock left by a killed run is taken over. (A lock left by a SIGKILLed run
+and taken over by its rerun: tests/test_resume.py.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from thinktrain import run
+from thinktrain.errors import RunError
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+
+
+def thinktrain(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "thinktrain", *map(str, args)], env=ENV, capture_output=True,
+                          text=True, cwd=ROOT)
+
+
+def error_lines(proc) -> list[str]:
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return [line for line in proc.stderr.splitlines() if "thinktrain: error" in line]
+
+
+def finite_weights(path: Path) -> dict:
+    import torch
+    from safetensors.torch import load_file
+
+    tensors = load_file(path)
+    for name, tensor in tensors.items():
+        assert torch.isfinite(tensor).all(), f"{path}: {name}"
+    return tensors
+
+
+# --------------------------------------------------------------------------- NaN / inf, end to end
+
+
+@pytest.mark.slow
+def test_a_nan_run_stops_in_one_line_keeps_its_good_checkpoints_and_goes_on_at_a_lower_rate(tmp_path):
+    import torch
+
+    out = tmp_path / "run"
+    # a peak learning rate of 1e6 reached over 4 warmup steps: step 1 trains at 0, step 2 at 2.5e5, then NaN
+    proc = thinktrain("train", ROOT / "recipes/tiny/sft.yaml", "--output_dir", out, "--max_steps", 4,
+                      "--learning_rate", "1e6", "--save_strategy", "steps", "--save_steps", 1)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    lines = error_lines(proc)
+    assert len(lines) == 1 and lines[0] == proc.stderr.splitlines()[-1]
+    m = re.fullmatch(r"thinktrain: error: step (\d+): the (loss|gradient norm) is (nan|inf|-inf); the last good "
+                     r"checkpoint is (\S+) \(nothing later was saved\): keep going with --resume_from_checkpoint "
+                     r"(\S+) and a lower --learning_rate \(now 1e\+06\)", lines[0])
+    assert m, lines[0]
+    step, last = int(m[1]), Path(m[4])
+    assert last == Path(m[5]) == out / f"checkpoint-{step - 1}"
+    # nothing of the faulty step was saved: no final model, no checkpoint from it on, every checkpoint finite
+    assert not (out / "model.safetensors").exists() and not (out / "recipe.yaml").exists()
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == [f"checkpoint-{i}" for i in range(1, step)]
+    for checkpoint in out.glob("checkpoint-*"):
+        finite_weights(checkpoint / "model.safetensors")
+    assert not (out / run.LOCK).exists()  # released on the error
+
+    # keep going from checkpoint-1 (the last one before the rate took off) at a lower rate: the resumed schedule
+    # uses it (the Trainer alone would restore the checkpoint's 1e6)
+    before = finite_weights(out / "checkpoint-2/model.safetensors")
+    proc = thinktrain("train", ROOT / "recipes/tiny/sft.yaml", "--output_dir", out, "--max_steps", 3,
+                      "--learning_rate", "1e-3", "--resume_from_checkpoint", out / "checkpoint-1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "  lr         0.001 from step 1 on (the checkpoint had 1e+06)" in proc.stdout
+    start, final = finite_weights(out / "checkpoint-1/model.safetensors"), finite_weights(out / "model.safetensors")
+    # two Adam steps at <= 1e-3 move a weight by ~1e-3 at most (at the checkpoint's rate: by ~1e5, or to NaN)
+    assert max((final[k] - start[k]).abs().max().item() for k in start) < 1e-2
+    after = finite_weights(out / "checkpoint-2/model.safetensors")  # an earlier checkpoint is never overwritten
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not (out / run.LOCK).exists()
+
+
+# --------------------------------------------------------------------------- NaN / inf, each check on a toy model
+
+
+def toy_trainer(tmp_path, fault: str, save_strategy: str = "no"):
+    """A transformers Trainer on one 4-weight parameter whose loss goes wrong at step 2 in the way `fault` says."""
+    import torch
+    from torch import nn
+    from transformers import Trainer, TrainingArguments
+
+    class Toy(nn.Module):
+        calls = 0
+
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(4))
+
+        def forward(self, x):
+            self.calls += 1
+            loss = (self.w * x).sum()
+            if self.calls < 2:
+                return {"loss": loss * 0}  # step 1 leaves the weights as they are
+            if fault == "loss":  # the loss itself is nan
+                return {"loss": loss * float("nan")}
+            if fault == "gradient":  # a finite loss (0) whose gradient is nan: d sqrt(|w * 0|) / dw
+                return {"loss": torch.sqrt((self.w * 0).abs()).sum()}
+            return {"loss": loss * 1e15}  # weight: finite loss and gradient; the SGD step overflows w to -inf
+
+    rows = [{"x": torch.ones(4)} for _ in range(4)]
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=1,
+                             learning_rate=1e30, optim="sgd", lr_scheduler_type="constant", max_grad_norm=0,
+                             logging_steps=1, save_strategy=save_strategy, save_steps=1, report_to="none",
+                             use_cpu=True, disable_tqdm=True, dataloader_pin_memory=False, seed=0)
+    trainer = Trainer(model=Toy(), args=args, train_dataset=rows)
+    recipe = SimpleNamespace(script_args=SimpleNamespace(learning_rate_groups=None, auto_resume=True),
+                             training_args=args, model_args=SimpleNamespace(use_peft=False))
+    return trainer, recipe
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault,message", [
+    ("loss", "step 2: the loss is nan; no checkpoint was saved before it: rerun with a lower --learning_rate "
+             "(now 1e+30)"),
+    ("gradient", "step 2: the gradient norm is nan; no checkpoint was saved before it: rerun with a lower "
+                 "--learning_rate (now 1e+30)"),
+])
+def test_a_nan_loss_or_gradient_norm_stops_before_the_optimizer_step(tmp_path, fault, message):
+    import torch
+
+    trainer, recipe = toy_trainer(tmp_path, fault)
+    with pytest.raises(RunError) as e:
+        run.train(trainer, recipe)
+    assert str(e.value) == message
+    assert torch.isfinite(trainer.model.w).all()  # stopped before the step that would have written the NaN
+    assert trainer.state.global_step == 1
+    assert not (Path(recipe.training_args.output_dir) / run.LOCK).exists()
+
+
+@pytest.mark.slow
+def test_non_finite_weights_are_never_saved_as_a_checkpoint(tmp_path):
+    # the loss and gradient are finite, the optimizer step overflows the weights: the check before the save sees it
+    trainer, recipe = toy_trainer(tmp_path, "weight", save_strategy="steps")
+    with pytest.raises(RunError) as e:
+        run.train(trainer, recipe)
+    out = Path(recipe.training_args.output_dir)
+    assert str(e.value) == (f"step 2: a weight is -inf; the last good checkpoint is {out / 'checkpoint-1'} (nothing "
+                            f"later was saved): keep going with --resume_from_checkpoint {out / 'checkpoint-1'} and a "
+                            f"lower --learning_rate (now 1e+30)")
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
+    finite_weights(out / "checkpoint-1/model.safetensors")
+
+
+@pytest.mark.slow
+def test_non_finite_weights_are_never_saved_as_the_final_model(tmp_path):
+    trainer, recipe = toy_trainer(tmp_path, "weight")  # no checkpoints: only finish's check stands in the way
+    result = run.train(trainer, recipe)
+    with pytest.raises(RunError) as e:
+        run.finish(trainer, result, recipe)
+    assert str(e.value) == ("step 2: a weight is -inf; no checkpoint was saved before it: rerun with a lower "
+                            "--learning_rate (now 1e+30)")
+    assert not list(Path(recipe.training_args.output_dir).glob("*.safetensors"))
+
+
+# --------------------------------------------------------------------------- the output_dir lock
+
+
+def args_for(out: Path, process_index: int = 0):
+    return SimpleNamespace(output_dir=str(out), process_index=process_index)
+
+
+@pytest.fixture
+def other_process():
+    """A live process of this host that is not this one (its pid and start time)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def write_lock(out: Path, pid: int, host: str | None = None, started=None) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"pid": pid, "host": host or socket.gethostname(),
+                       "started": run._start_time(pid) if started is None else started, "since": "2026-01-01 00:00:00"})
+    (out / run.LOCK).write_text(text)
+    return text
+
+
+def test_the_lock_names_its_owner_and_is_released(tmp_path):
+    out = tmp_path / "new" / "run"  # made if missing
+    run.lock_output_dir(args_for(out))
+    owner = json.loads((out / run.LOCK).read_text())
+    assert owner["pid"] == os.getpid() and owner["host"] == socket.gethostname()
+    assert owner["started"] == run._start_time(os.getpid())
+    run.unlock_output_dir(args_for(out))
+    assert not (out / run.LOCK).exists() and os.listdir(out) == []
+
+
+def test_a_live_run_refuses_a_second_one(tmp_path, other_process):
+    text = write_lock(tmp_path, other_process.pid)
+    with pytest.raises(RunError) as e:
+        run.lock_output_dir(args_for(tmp_path))
+    assert str(e.value) == (f"output_dir {tmp_path} is in use by another run (pid {other_process.pid}, since "
+                            f"2026-01-01 00:00:00); wait for it to end or use another output_dir")
+    assert (tmp_path / run.LOCK).read_text() == text  # untouched
+    run.unlock_output_dir(args_for(tmp_path))  # not ours: stays
+    assert (tmp_path / run.LOCK).read_text() == text
+
+
+def test_a_lock_of_a_killed_run_is_taken_over(tmp_path, other_process):
+    write_lock(tmp_path, other_process.pid)
+    other_process.send_signal(signal.SIGKILL)
+    other_process.wait()
+    run.lock_output_dir(args_for(tmp_path))
+    assert json.loads((tmp_path / run.LOCK).read_text())["pid"] == os.getpid()
+    run.unlock_output_dir(args_for(tmp_path))
+    assert not (tmp_path / run.LOCK).exists()
+
+
+def test_a_pid_reused_by_another_process_does_not_keep_a_lock(tmp_path, other_process):
+    write_lock(tmp_path, other_process.pid, started=1)  # the pid lives, but it is not the process that locked
+    run.lock_output_dir(args_for(tmp_path))
+    assert json.loads((tmp_path / run.LOCK).read_text())["pid"] == os.getpid()
+    run.unlock_output_dir(args_for(tmp_path))
+
+
+def test_a_lock_from_another_host_is_refused_with_the_way_out(tmp_path):
+    write_lock(tmp_path, 12345, host="elsewhere", started=7)
+    with pytest.raises(RunError) as e:
+        run.lock_output_dir(args_for(tmp_path))
+    assert str(e.value) == (f"output_dir {tmp_path} is in use by pid 12345 on elsewhere (since 2026-01-01 00:00:00); "
+                            f"use another output_dir, or delete {tmp_path / run.LOCK} if that run is gone")
+
+
+def test_only_the_main_process_of_a_launch_locks(tmp_path, other_process):
+    # rank 1 of a launch whose rank 0 (here: another live process) holds the lock goes on under that lock
+    text = write_lock(tmp_path, other_process.pid)
+    run.lock_output_dir(args_for(tmp_path, process_index=1))
+    run.unlock_output_dir(args_for(tmp_path, process_index=1))
+    assert (tmp_path / run.LOCK).read_text() == text
+
+
+def test_a_lock_taken_over_by_a_later_run_is_not_removed_by_the_earlier_one(tmp_path, other_process):
+    run.lock_output_dir(args_for(tmp_path))
+    text = write_lock(tmp_path, other_process.pid)  # as if this run had been judged gone and another took over
+    run.unlock_output_dir(args_for(tmp_path))
+    assert (tmp_path / run.LOCK).read_text() == text
+
+
+def test_racing_runs_on_a_stale_lock_end_with_exactly_one_owner(tmp_path):
+    write_lock(tmp_path, 2 ** 22 + 12345, started=1)  # no such pid: stale
+    code = ("import sys; from types import SimpleNamespace; from thinktrain import run; "
+            "from thinktrain.errors import RunError\n"
+            "print('ready', flush=True); sys.stdin.readline()\n"  # all four try at once
+            "try:\n"
+            f"    run.lock_output_dir(SimpleNamespace(output_dir={str(tmp_path)!r}, process_index=0)); print('owner')\n"
+            "except RunError: print('refused')\n"
+            "sys.stdout.flush(); sys.stdin.readline()\n")  # the owner holds the lock until the test has all answers
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    assert [p.stdout.readline().strip() for p in procs] == ["ready"] * 4
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    results = sorted(p.stdout.readline().strip() for p in procs)
+    for p in procs:
+        p.communicate("")
+    assert results == ["owner", "refused", "refused", "refused"]
+    assert not (tmp_path / run.LOCK).exists()  # released when its owner exited (atexit)
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_busy_output_dir_is_refused_in_one_line(tmp_path):
+    out = tmp_path / "run"
+    holder = subprocess.Popen(  # a run that holds the lock, as run.train takes it
+        [sys.executable, "-c", "import sys, time; from types import SimpleNamespace; from thinktrain import run; "
+         f"run.lock_output_dir(SimpleNamespace(output_dir={str(out)!r}, process_index=0)); print('locked', flush=True);"
+         " time.sleep(300)"], env=ENV, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        since = json.loads((out / run.LOCK).read_text())["since"]
+        proc = thinktrain("train", ROOT / "recipes/tiny/sft.yaml", "--output_dir", out, "--max_steps", 1)
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        assert error_lines(proc) == [f"thinktrain: error: output_dir {out} is in use by another run (pid {holder.pid}, "
+                                     f"since {since}); wait for it to end or use another output_dir"]
+        assert sorted(os.listdir(out)) == [run.LOCK]  # nothing written next to the other run's files
+    finally:
+        holder.kill()
+        holder.wait()
