@@ -19,9 +19,9 @@ install: $(VENV)/.installed
 # The main job on its embedded offline default: tokenizer + pretrain -> SFT -> GRPO (recipes/demo), each stage
 # evaluated on the same 500 held-out problems; $(OUT)/results.json, $(OUT)/report.md, a table
 # (2-core CPU, fp32: ~15 minutes measured, ~20 estimated on a 1.4x slower day; docs/pipeline.md).
-# SEED=N reruns every stage with another seed.
+# SEED=N reruns every stage with another seed; PRACTICE=rft (expert iteration), grpo, or rft,grpo picks the practice.
 demo: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(PY) -m thinktrain pipeline --out $(OUT) $(if $(SEED),--seed $(SEED))
+	HF_HUB_OFFLINE=1 $(PY) -m thinktrain pipeline --out $(OUT) $(if $(SEED),--seed $(SEED)) $(if $(PRACTICE),--practice $(PRACTICE))
 
 # The whole suite, slow and real-data/real-model tests included (CI runs this).
 test: $(VENV)/.installed

@@ -156,6 +156,60 @@ class PretrainConfig(SFTConfig):
     packing_strategy: str = field(default="wrapped", metadata={"help": "'wrapped' keeps every token; see SFTConfig."})
 
 
+# --------------------------------------------------------------------------- rft: expert iteration
+
+
+SELECTION_RULES = ("best_correct", "all_correct")
+
+
+@dataclass
+class RFTArguments(GRPORecipeArguments):
+    """Expert iteration (rejection-sampling fine-tuning): rounds of sample -> keep the verified -> SFT on them.
+    The SFT of each round takes the trainer keys (SFTConfig: learning_rate, max_steps per round, ...)."""
+
+    rounds: int = field(default=3, metadata={"help": "Rounds of sample -> select -> train; each starts from the last."})
+    prompts_per_round: int | None = field(default=None, metadata={
+        "help": "Practice prompts sampled per round (fresh ones each round, in a seeded order; wraps around). "
+                "Unset: every training prompt each round."})
+    num_generations: int = field(default=8, metadata={"help": "Completions sampled per prompt."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (top_p 1, no top-k)."})
+    max_completion_length: int = field(default=256, metadata={"help": "Tokens generated per completion at most."})
+    sampling_batch_size: int = field(default=256, metadata={"help": "Sequences per generate() call while sampling."})
+    selection: str = field(default="best_correct", metadata={
+        "help": "Which completions of a prompt are kept: best_correct = among those the correctness reward scores "
+                "1, the highest total (weighted) reward, ties to the fewest tokens; all_correct = every distinct "
+                "correct one. A prompt with no correct completion keeps nothing.",
+        "choices": list(SELECTION_RULES)})
+    correctness_reward: str = field(default="accuracy", metadata={
+        "help": "The reward (one of reward_funcs) that decides right (1) from wrong."})
+    reward_weights: list[float] | None = field(default=None, metadata={
+        "help": "Weights of reward_funcs in the total that ranks correct completions (default: all 1)."})
+    use_vllm: bool = field(default=False, metadata={"help": "Not supported: rft samples with thinktrain's generator."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        for key in ("rounds", "num_generations", "max_completion_length", "sampling_batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.prompts_per_round is not None and self.prompts_per_round < 1:
+            raise ValueError(f"prompts_per_round must be >= 1 (or unset for all), got {self.prompts_per_round}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0 (rft samples), got {self.temperature}")
+        if self.selection not in SELECTION_RULES:
+            raise ValueError(f"selection '{self.selection}' does not exist{suggest(self.selection, SELECTION_RULES)}; "
+                             f"choose one of: {', '.join(SELECTION_RULES)}")
+        if self.use_vllm:
+            raise ValueError("use_vllm: rft samples with thinktrain's batched generator (the evaluation's); vLLM "
+                             "sampling is not built or tested for rft: set use_vllm: false")
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
+            raise ValueError(f"reward_weights has {len(self.reward_weights)} values but reward_funcs has "
+                             f"{len(self.reward_funcs)}: give one weight per reward")
+        if self.correctness_reward not in self.reward_funcs:
+            raise ValueError(f"correctness_reward '{self.correctness_reward}' is not in reward_funcs "
+                             f"({', '.join(self.reward_funcs)}): rft keeps only completions it scores 1, so add it "
+                             f"(e.g. reward_funcs: [accuracy, format]) or name another")
+
+
 # --------------------------------------------------------------------------- evaluation (`thinktrain eval`)
 
 
@@ -194,4 +248,5 @@ def dataclass_types(task: str) -> tuple:
         "pretrain": (PretrainArguments, PretrainConfig, ModelConfig),
         "sft": (RecipeArguments, SFTConfig, ModelConfig),
         "grpo": (GRPORecipeArguments, GRPOConfig, ModelConfig),
+        "rft": (RFTArguments, SFTConfig, ModelConfig),
     }[task]

@@ -1,7 +1,8 @@
-"""`thinktrain pipeline [--out runs/demo]` (what `make demo` runs): pretrain -> SFT -> GRPO, offline on a CPU.
+"""`thinktrain pipeline [--out runs/demo]` (what `make demo` runs): pretrain -> SFT -> practice, offline on a CPU.
 
-Each stage is a recipe in recipes/demo/ run exactly as `thinktrain train` would, starting from the previous
-stage's output; after each, the same held-out problems (synthetic `test` split) are evaluated with the same fixed
+Practice is GRPO (`--practice grpo`), expert iteration (`--practice rft`) or one then the other
+(`--practice rft,grpo`). Each stage is a recipe in recipes/demo/ run exactly as `thinktrain train` would, starting
+from the previous stage's output; after each, the same held-out problems (synthetic `test` split) are evaluated with the same fixed
 settings (greedy pass@1, then k samples at temperature 1.0). OUT/results.json collects the summaries, OUT/eval/
 the per-problem completions, OUT/report.md the curves; the table is printed at the end. A stage whose output
 and evaluation already exist is skipped, so an interrupted demo continues where it stopped.
@@ -20,7 +21,9 @@ from .configs import EvalArguments
 from .errors import RecipeError, pct
 from .recipe import Parser, parse
 
-STAGES = ("pretrain", "sft", "grpo")
+STAGES = ("pretrain", "sft")  # then the practice stage(s)
+PRACTICE = ("grpo", "rft")
+DEFAULT_PRACTICE = "grpo"
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "demo"
 # The held-out evaluation: fixed, whatever the recipes do (docs/pipeline.md).
 EVAL = EvalArguments(dataset="synthetic:gsm8k", split="test", limit=500, num_samples=8, temperature=1.0,
@@ -32,9 +35,11 @@ SUMMARY_KEYS = ("accuracy", "accuracy_lenient", "sampled_accuracy", "pass_at_k",
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog="thinktrain pipeline", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/demo", help="output folder: <stage>/, eval/, results.json, report.md")
-    p.add_argument("--recipes", default=str(RECIPES), help="folder with pretrain.yaml, sft.yaml, grpo.yaml")
+    p.add_argument("--recipes", default=str(RECIPES), help="folder with pretrain.yaml, sft.yaml, grpo.yaml, rft.yaml")
     p.add_argument("--seed", type=int, default=None, help="seed for every stage (default: each recipe's own)")
-    p.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset, in pipeline order")
+    p.add_argument("--practice", default=DEFAULT_PRACTICE,
+                   help="practice after SFT: grpo, rft (expert iteration), or both in order, e.g. rft,grpo")
+    p.add_argument("--stages", default=None, help="comma-separated subset, in pipeline order (default: all)")
     p.add_argument("--num_samples", type=int, default=EVAL.num_samples,
                    help="k samples per held-out problem for sampled pass@1 / pass@k (fewer is faster)")
     return p
@@ -67,17 +72,22 @@ def main(argv: list[str]) -> int:
         args = parser().parse_args(argv)
     except SystemExit as e:  # --help
         return int(e.code or 0)
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    if not stages or any(s not in STAGES for s in stages) or stages != [s for s in STAGES if s in stages]:
-        raise RecipeError(f"--stages: choose from {', '.join(STAGES)}, in that order (got '{args.stages}')")
+    practice = [s.strip() for s in args.practice.split(",") if s.strip()]
+    if not practice or any(s not in PRACTICE for s in practice) or len(set(practice)) < len(practice):
+        raise RecipeError(f"--practice: choose grpo, rft, or both in the order to run them, e.g. rft,grpo (got "
+                          f"'{args.practice}')")
+    order = [*STAGES, *practice]
+    stages = [s.strip() for s in (args.stages or ",".join(order)).split(",") if s.strip()]
+    if not stages or any(s not in order for s in stages) or stages != [s for s in order if s in stages]:
+        raise RecipeError(f"--stages: choose from {', '.join(order)}, in that order (got '{args.stages}')")
     recipes, out = Path(args.recipes), Path(args.out)
     for stage in stages:
         if not (recipes / f"{stage}.yaml").is_file():
             raise RecipeError(f"--recipes: no {stage}.yaml in {recipes}")
     parsed = {}  # parse every stage before any runs: a bad recipe fails in a second, not after pretraining
     for i, stage in enumerate(stages):
-        before = STAGES.index(stage)
-        previous = out / STAGES[before - 1] if before > 0 else None
+        before = order.index(stage)
+        previous = out / order[before - 1] if before > 0 else None
         parsed[stage] = parse(stage_argv(recipes, stage, out, previous, args.seed), check_model=i == 0)
     from accelerate.state import AcceleratorState, PartialState
 
@@ -87,7 +97,7 @@ def main(argv: list[str]) -> int:
     results_file = out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     # one system prompt for every stage's evaluation: the SFT recipe's (the format the later stages learn)
-    system_prompt = (parsed.get("sft") or parsed.get("grpo") or parsed[stages[0]]).script_args.system_prompt
+    system_prompt = (parsed.get("sft") or parsed[stages[-1]]).script_args.system_prompt
     evaluation = dataclasses.replace(EVAL, num_samples=args.num_samples, system_prompt=system_prompt)
     problems = load_problems(evaluation)  # the same held-out problems for every stage, loaded once
     started = time.time()

@@ -18,7 +18,7 @@ from pathlib import Path
 from .errors import RecipeError, pct
 from .recipe import Parser
 
-STAGE_ORDER = ("pretrain", "sft", "grpo")
+STAGE_ORDER = ("pretrain", "sft", "rft", "grpo")
 EVAL_COLUMNS = {"accuracy": "pass@1", "accuracy_lenient": "lenient", "sampled_accuracy": "sampled",
                 "pass_at_k": "pass@k", "maj_at_k": "maj@k"}
 _COMPONENT = re.compile(r"^rewards/(.+)/mean$")

@@ -24,7 +24,13 @@ def grpo(recipe):
     return main(recipe)
 
 
-TRAINERS = {"pretrain": pretrain, "sft": sft, "grpo": grpo}  # keys: errors.TASKS
+def rft(recipe):
+    from .rft import main
+
+    return main(recipe)
+
+
+TRAINERS = {"pretrain": pretrain, "sft": sft, "grpo": grpo, "rft": rft}  # keys: errors.TASKS
 
 
 def run(recipe):
