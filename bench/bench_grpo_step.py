@@ -14,6 +14,9 @@ around generation, each reward function and every forward pass) plus a callback 
     optimizer    gradient clipping, AdamW step, scheduler, zero_grad (on_pre_optimizer_step -> on_step_end)
     other        the Trainer loop outside those (data loading, callbacks, logging)
 
+On a GPU the parts are timed with a device synchronisation at each boundary (`instrument(sync=...)`, as
+bench/gpu_check.py does), else queued GPU work would be billed to whichever part waits for it.
+
 Use an SFT checkpoint for realistic completion lengths (a random model never stops, so every step generates the
 full max_completion_length); `make demo` leaves one in runs/demo/sft. Alone on the machine: times taken beside
 another CPU job are meaningless on 2 cores.
@@ -31,45 +34,48 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+PARTS = ("generation", "rewards", "scoring fwd", "loss fwd", "backward", "optimizer", "other")
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default=str(ROOT / "runs/demo/sft"), help="model to train (default: the demo's SFT)")
-    p.add_argument("--recipe", default=str(ROOT / "recipes/demo/grpo.yaml"))
-    p.add_argument("--steps", type=int, default=12, help="GRPO steps; the first is warm-up and not counted")
-    p.add_argument("overrides", nargs="*", help="extra recipe overrides, e.g. -- --per_device_train_batch_size 64")
-    a = p.parse_args()
-    if not Path(a.model).is_dir() and not a.model.startswith("scratch:"):
-        sys.exit(f"bench_grpo_step: error: no model at {a.model}; run `make demo` first or pass --model PATH")
-
+def instrument(sync=lambda: None) -> list[dict[str, float]]:
+    """Time every GRPOTrainer step from now on (TRL's class is patched); returns the list that gets one dict of
+    {span name: seconds} per step. `sync` runs at every boundary (torch.cuda.synchronize on a GPU)."""
     import trl.extras.profiling as profiling
     from transformers import TrainerCallback
     from trl import GRPOTrainer
 
-    from thinktrain import grpo
-    from thinktrain.recipe import parse
-
+    steps: list[dict[str, float]] = []
     spans: dict[str, float] = collections.defaultdict(float)  # name -> seconds within the current step
-    original_log = profiling.ProfilingContext._log_metrics
+    enter, leave, log = (profiling.ProfilingContext.__enter__, profiling.ProfilingContext.__exit__,
+                         profiling.ProfilingContext._log_metrics)
+
+    def synced_enter(self):
+        sync()
+        return enter(self)
+
+    def synced_exit(self, *exc):
+        sync()
+        return leave(self, *exc)
 
     def record(self, duration):
         spans[self.name] += duration
-        original_log(self, duration)
+        log(self, duration)
 
+    profiling.ProfilingContext.__enter__, profiling.ProfilingContext.__exit__ = synced_enter, synced_exit
     profiling.ProfilingContext._log_metrics = record
-
-    steps: list[dict[str, float]] = []
 
     class StepTimer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
+            sync()
             spans.clear()
             self.t0 = time.perf_counter()
 
         def on_pre_optimizer_step(self, args, state, control, **kw):
+            sync()
             self.t_opt = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
+            sync()
             t1 = time.perf_counter()
             steps.append({**spans, "optimizer": t1 - self.t_opt, "step": t1 - self.t0})
 
@@ -86,16 +92,16 @@ def main() -> None:
     def timed_training_step(self, *args, **kwargs):
         t = time.perf_counter()
         out = training_step(self, *args, **kwargs)
+        sync()
         spans["training_step"] += time.perf_counter() - t
         return out
 
     GRPOTrainer.training_step = timed_training_step
+    return steps
 
-    with tempfile.TemporaryDirectory() as out:
-        argv = [a.recipe, "--model_name_or_path", a.model, "--max_steps", str(a.steps), "--output_dir", out,
-                "--logging_steps", "1000", *a.overrides]
-        grpo.main(parse(argv))
 
+def breakdown(steps: list[dict[str, float]]) -> dict[str, float]:
+    """Mean seconds per part (PARTS, then "step") over the steps after the first (warm-up)."""
     rows = collections.defaultdict(list)
     for s in steps[1:]:
         gen = s.get("GRPOTrainer.transformers.generate", 0.0) + s.get("GRPOTrainer.transformers.generate_batch", 0.0)
@@ -114,16 +120,39 @@ def main() -> None:
         parts["step"] = s["step"]
         for k, v in parts.items():
             rows[k].append(v)
+    return {k: statistics.mean(v) for k, v in rows.items()}
 
-    n = len(rows["step"])
-    total = statistics.mean(rows["step"])
+
+def format_breakdown(means: dict[str, float]) -> str:
+    lines = [f"{'part':<12} {'s/step':>8} {'share':>7}"]
+    lines += [f"{k:<12} {v:8.3f} {v / means['step']:7.1%}" for k, v in means.items()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default=str(ROOT / "runs/demo/sft"), help="model to train (default: the demo's SFT)")
+    p.add_argument("--recipe", default=str(ROOT / "recipes/demo/grpo.yaml"))
+    p.add_argument("--steps", type=int, default=12, help="GRPO steps; the first is warm-up and not counted")
+    p.add_argument("overrides", nargs="*", help="extra recipe overrides, e.g. -- --per_device_train_batch_size 64")
+    a = p.parse_args()
+    if not Path(a.model).is_dir() and not a.model.startswith("scratch:"):
+        sys.exit(f"bench_grpo_step: error: no model at {a.model}; run `make demo` first or pass --model PATH")
+
+    from thinktrain import grpo
+    from thinktrain.recipe import parse
+
+    steps = instrument()
+    with tempfile.TemporaryDirectory() as out:
+        argv = [a.recipe, "--model_name_or_path", a.model, "--max_steps", str(a.steps), "--output_dir", out,
+                "--logging_steps", "1000", *a.overrides]
+        training_args = (recipe := parse(argv)).training_args
+        grpo.main(recipe)
+
     completions = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
     print(f"\nGRPO step breakdown: {a.model}, {completions} completions per step, "
-          f"{training_args.max_completion_length} new tokens max, mean of {n} steps after warm-up")
-    print(f"{'part':<12} {'s/step':>8} {'share':>7}")
-    for k, v in rows.items():
-        mean = statistics.mean(v)
-        print(f"{k:<12} {mean:8.3f} {mean / total:7.1%}")
+          f"{training_args.max_completion_length} new tokens max, mean of {len(steps) - 1} steps after warm-up")
+    print(format_breakdown(breakdown(steps)))
 
 
 if __name__ == "__main__":
