@@ -22,6 +22,8 @@ def small_recipes(folder: Path) -> Path:
         "sft": dict(max_steps=4, max_train_samples=64, per_device_train_batch_size=4),
         "grpo": dict(max_steps=2, max_train_samples=32, per_device_train_batch_size=8, num_generations=4,
                      max_completion_length=16, logging_steps=1),
+        "rft": dict(rounds=1, prompts_per_round=8, num_generations=2, max_completion_length=16, max_steps=2,
+                    num_train_epochs=1, per_device_train_batch_size=4),
     }
     for stage, changes in shrink.items():
         recipe = yaml.safe_load((ROOT / "recipes/demo" / f"{stage}.yaml").read_text())
@@ -56,6 +58,15 @@ def test_pipeline_chains_stages_evaluates_each_and_reports(tmp_path, run_cli, mo
     code, stdout, _ = run_cli("pipeline", "--out", out, "--recipes", recipes, "--num_samples", "2")
     assert code == 0 and stdout.count("already done") == 3
 
+    # expert iteration is one flag away: it starts from the SFT stage and is evaluated like the others
+    code, stdout, err = run_cli("pipeline", "--out", out, "--recipes", recipes, "--num_samples", "2", "--practice",
+                                "rft")
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert list(results) == ["pretrain", "sft", "grpo", "rft"] and results["rft"]["n"] == 6
+    assert yaml.safe_load((out / "rft/recipe.yaml").read_text())["model_name_or_path"] == str(out / "sft")
+    assert (out / "rft" / "round-1" / "round.json").is_file() and "=== [3/3] rft:" in stdout
+
 
 def test_group_signal_is_logged_from_the_accuracy_reward():
     from thinktrain.rewards import accuracy_reward
@@ -77,6 +88,8 @@ def test_group_signal_is_logged_from_the_accuracy_reward():
     (["--stages", "dpo"], ["--stages", "choose from pretrain, sft, grpo"]),
     (["--recipes", "nowhere"], ["--recipes", "no pretrain.yaml in nowhere"]),
     (["--num_samples", "many"], ["--num_samples", "invalid int value"]),
+    (["--practice", "dpo"], ["--practice", "choose grpo, rft, or both"]),
+    (["--practice", "rft", "--stages", "sft,grpo"], ["--stages", "choose from pretrain, sft, rft"]),
 ])
 def test_pipeline_bad_input_is_one_line_exit_2(run_cli, args, words):
     code, _, err = run_cli("pipeline", *args)

@@ -177,6 +177,7 @@ def _rounds(recipe, state, out: Path, tokenizer, practice, rewards, weights: lis
             shutil.rmtree(round_dir, ignore_errors=True)  # an interrupted round is redone from its start
             round_dir.mkdir(parents=True)
         state.wait_for_everyone()
+        trainer = result = None  # the previous round's trainer holds its model: free it before loading the next
         model = load_round_model(source, model_args, training_args, tokenizer).to(training_args.device)
         chosen = [rows[i] for i in round_prompts(len(rows), script_args.prompts_per_round, r, training_args.seed)]
         if state.is_main_process:
