@@ -70,7 +70,7 @@ def test_cpu_bf16_falls_back_to_fp32_where_the_cpu_has_no_bf16(tmp_path, monkeyp
     monkeypatch.setattr(thinktrain.recipe, "cpu_bf16_speedup", lambda: speedup)
     p = write(tmp_path, BASE + "bf16: true\nuse_cpu: true\n")
     r = parse([str(p), "--max_steps", "3"])
-    script, train, model = r.script_args, r.training_args, r.model_args
+    train = r.training_args
     assert train.bf16 is bf16 and train.max_steps == 3 and train.use_cpu
     assert train.mixed_precision == ("bf16" if bf16 else "no")
     assert capsys.readouterr().err == ""
