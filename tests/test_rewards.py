@@ -337,7 +337,7 @@ def test_arithmetic_reward_counts_at_most_200_equations_and_skips_long_chains():
 def test_registry_names_are_the_logged_names_and_pickle():
     funcs = load_rewards(list(REWARDS), RewardArguments(), max_completion_length=512)
     assert [f.__name__ for f in funcs] == list(REWARDS) == [
-        "accuracy", "format", "format_strict", "tag_count", "length", "cosine", "repetition", "overlong", "arithmetic"]
+        "accuracy", "format", "format_strict", "tag_count", "length", "cosine", "repetition", "overlong", "arithmetic", "tool_use"]
     import trl.rewards
     from trl.trainer.utils import get_callable_name
 
@@ -351,7 +351,7 @@ def test_registry_names_are_the_logged_names_and_pickle():
     kwargs = dict(solution=["18"], completion_ids=[[1] * 300], prompts=["p"])
     assert [f([GOOD], **kwargs) for f in clones] == [f([GOOD], **kwargs) for f in funcs]
     assert [f([GOOD], **kwargs)[0] for f in funcs] == pytest.approx(
-        [1.0, 1.0, 1.0, 1.0, 0.0, 0.5 + 0.25 * (1 + math.cos(math.pi * 0.3)), 0.0, -44 / 256, 1.0])
+        [1.0, 1.0, 1.0, 1.0, 0.0, 0.5 + 0.25 * (1 + math.cos(math.pi * 0.3)), 0.0, -44 / 256, 1.0, 0.0])
 
 
 def test_load_rewards_passes_parameters():
@@ -391,7 +391,7 @@ def test_unknown_reward_errors_are_one_line_with_a_suggestion():
     with pytest.raises(UnknownRewardError) as e:
         check_reward_name("acuracy")
     assert str(e.value) == ("unknown reward 'acuracy' (did you mean 'accuracy'?); known: accuracy, format, "
-                            "format_strict, tag_count, length, cosine, repetition, overlong, arithmetic")
+                            "format_strict, tag_count, length, cosine, repetition, overlong, arithmetic, tool_use")
     with pytest.raises(UnknownRewardError, match=r"did you mean 'format_strict'\?"):
         check_reward_name("format_stric")
     with pytest.raises(UnknownRewardError, match=r"^unknown reward 'zzz'; known: accuracy"):

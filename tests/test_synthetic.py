@@ -27,7 +27,8 @@ def numbers(text):
 def check_problem(row, d=Difficulty()):
     """Recompute every step; each operand must come from the question or an earlier step (or be a unit:
     60 minutes, or the divisor a percent in that same line implies); the final #### is the last result."""
-    *steps, final = row["answer"].split("\n")
+    annotated = row["answer"].split("\n")[:-1]
+    *steps, final = re.sub(r"<<[^<>]*>>", "", row["answer"]).split("\n")  # as SFT without tools reads it
     assert 1 <= row["steps"] == len(steps) == TEMPLATES[row["template"]].steps <= d.max_steps, row
     known = numbers(row["question"]) | {60}
     value = None
@@ -47,7 +48,10 @@ def check_problem(row, d=Difficulty()):
         known.add(c)
         value = c
     assert final == f"#### {value}"
-    assert "<<" not in row["answer"]
+    for line, plain in zip(annotated, steps):  # GSM8K's calculator annotation on each step, as SFT with tools reads it
+        a, op, b, c = EQ.findall(plain)[0]
+        assert re.findall(r"<<([^<>]*)>>", line) == [f"{a}{op}{b}={c}"], line
+        assert line.replace(f"<<{a}{op}{b}={c}>>", "") == plain
     assert 10 <= len(row["question"].split()) <= 45, row["question"]
     assert not re.search(r"\b1 (\w+s)\b", row["question"] + row["answer"]), row  # '1 apples'
 

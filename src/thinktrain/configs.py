@@ -57,6 +57,13 @@ class RecipeArguments(ScriptArguments):
     license: str | None = field(
         default=None, metadata={"help": "License tag of the pushed model card (e.g. apache-2.0); default 'other'."}
     )
+    tools: list[str] | None = field(
+        default=None,
+        metadata={"help": "Tools the model calls while it thinks: built-in names (thinktrain.tools.TOOLS: calculator) "
+                          "or 'my_pkg.my_mod:my_tool' (typed, with a docstring). grpo: TRL's tool loop runs them in "
+                          "rollouts; sft: GSM8K <<expr=result>> annotations become calculator calls and replies; "
+                          "rft: sampling calls them; pretrain: the tokenizer gets the tool tags as single tokens."},
+    )
     learning_rate_groups: dict | str | None = field(
         default=None,
         metadata={"help": "{regex: lr}: parameters whose name matches the regex (re.search; first match wins) train "
@@ -185,6 +192,8 @@ class RFTArguments(GRPORecipeArguments):
     reward_weights: list[float] | None = field(default=None, metadata={
         "help": "Weights of reward_funcs in the total that ranks correct completions (default: all 1)."})
     use_vllm: bool = field(default=False, metadata={"help": "Not supported: rft samples with thinktrain's generator."})
+    max_tool_calling_iterations: int | None = field(default=None, metadata={
+        "help": "With tools: rounds of tool calls per completion at most (unset: until max_completion_length)."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -234,6 +243,11 @@ class EvalArguments:
     prompt_column: str = field(default="question", metadata={"help": "Column holding the question."})
     answer_column: str = field(default="answer", metadata={"help": "Column holding the gold answer."})
     seed: int = field(default=0, metadata={"help": "Seed for sampling (greedy is deterministic)."})
+    tools: list[str] | None = field(default=None, metadata={
+        "help": "Tools the model may call (e.g. calculator): their replies count against max_new_tokens, as in "
+                "GRPO's tool loop."})
+    max_tool_calling_iterations: int | None = field(default=None, metadata={
+        "help": "With --tools: rounds of tool calls per completion at most (unset: until max_new_tokens)."})
     output: str | None = field(default=None, metadata={
         "help": "Write results + per-problem completions as JSON here."})
     quiet: bool = field(default=False, metadata={"help": "No progress bars."})

@@ -22,6 +22,7 @@ THINK_SYSTEM_PROMPT = (
     "answer inside <answer> </answer>."
 )
 _CALCULATOR = re.compile(r"<<[^<>]*>>")  # GSM8K's calculator annotations: 48/2 = <<48/2=24>>24
+_ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
 
 
 # --------------------------------------------------------------------------- GSM8K shape
@@ -35,6 +36,27 @@ def worked_steps(answer: str) -> str:
 def think_answer(answer: str) -> str:
     """A GSM8K worked solution in the R1 format the rewards expect."""
     return f"<think>\n{worked_steps(answer)}\n</think>\n<answer>\n{gold_answer(answer)}\n</answer>"
+
+
+def tool_conversation(answer: str) -> list[dict]:
+    """A GSM8K worked solution as the assistant/tool turns of a calculator-using completion: each
+    `<<expr=result>>` annotation becomes a calculator call whose reply (the calculator's own result) stands in for
+    the number the annotation repeats; the text runs on after it. Joined, the turns read as think_answer(answer).
+    """
+    from .tools import calculator
+
+    steps = str(answer).rsplit("####", 1)[0].strip()
+    messages, text, pos = [], "<think>\n", 0
+    for m in _ANNOTATION.finditer(steps):
+        expression, written = m.group(1).strip(), m.group(2).strip()
+        call = {"type": "function", "function": {"name": "calculator", "arguments": {"expression": expression}}}
+        messages += [{"role": "assistant", "content": text + steps[pos:m.start()], "tool_calls": [call]},
+                     {"role": "tool", "name": "calculator", "content": calculator(expression)}]
+        pos, text = m.end(), ""
+        if steps.startswith(written, pos):  # "<<48/2=24>>24 clips": the reply is the 24
+            pos += len(written)
+    final = f"{text}{_CALCULATOR.sub('', steps[pos:])}\n</think>\n<answer>\n{gold_answer(answer)}\n</answer>"
+    return messages + [{"role": "assistant", "content": final}]
 
 
 # --------------------------------------------------------------------------- loading
@@ -130,7 +152,7 @@ def _load_problems(script_args, training_args, tokenizer):
         else:
             out[role] = to_sft(ds, script_args)
     if script_args.task in ("grpo", "rft") and script_args.max_prompt_length and tokenizer is not None:
-        out["train"] = drop_long_prompts(out["train"], tokenizer, script_args.max_prompt_length)
+        out["train"] = drop_long_prompts(out["train"], tokenizer, script_args.max_prompt_length, script_args.tools)
     if script_args.task == "sft" and getattr(training_args, "assistant_only_loss", False) and tokenizer is not None:
         out = assistant_only_without_markers(out, tokenizer, training_args)
     return out["train"], out.get("eval")
@@ -187,12 +209,31 @@ def to_sft(ds, script_args):
     _require(ds, [q, a], script_args.dataset_name,
              "SFT needs messages, text, prompt+completion, or a question and an answer")
 
+    tools = tool_schemas(script_args.tools)
+
     def shape(row):
         answer = row[a]
+        if tools and "####" in str(answer):
+            return {"prompt": _prompt(row[q], system), "completion": tool_conversation(answer), "tools": tools}
         completion = think_answer(answer) if "####" in str(answer) else str(answer)
-        return {"prompt": _prompt(row[q], system), "completion": [{"role": "assistant", "content": completion}]}
+        return {"prompt": _prompt(row[q], system), "completion": [{"role": "assistant", "content": completion}],
+                **({"tools": tools} if tools else {})}
 
     return ds.map(shape, remove_columns=cols, desc="Shaping worked solutions")
+
+
+def tool_schemas(names) -> str | None:
+    """The JSON schemas of a recipe's tools as one JSON string (TRL's SFT reads a `tools` column that way), so an
+    SFT prompt renders with the tools exactly as GRPO's and evaluation's do."""
+    if not names:
+        return None
+    import json
+
+    from transformers.utils import get_json_schema
+
+    from .tools import load_tools
+
+    return json.dumps([get_json_schema(fn) for fn in load_tools(names)])
 
 
 def assistant_only_without_markers(splits: dict, tokenizer, training_args) -> dict:
@@ -274,12 +315,17 @@ def load_text(script_args, training_args):
     return train, eval_ds
 
 
-def drop_long_prompts(ds, tokenizer, max_prompt_length: int):
-    """TRL 1.x dropped max_prompt_length; we keep its meaning by filtering instead of truncating silently."""
+def drop_long_prompts(ds, tokenizer, max_prompt_length: int, tools=None):
+    """TRL 1.x dropped max_prompt_length; we keep its meaning by filtering instead of truncating silently. Prompts
+    are measured as the trainer renders them, tools included (a Qwen template writes their schemas in)."""
     import logging
 
+    from .tools import load_tools
+
+    functions = load_tools(tools) or None
+
     def fits(row):
-        ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True)
+        ids = tokenizer.apply_chat_template(row["prompt"], tools=functions, add_generation_prompt=True, tokenize=True)
         ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
         return len(ids) <= max_prompt_length
 

@@ -430,6 +430,8 @@ def validate(recipe: Recipe, check_model: bool = True):
                 f"reward_weights has {len(weights)} values but reward_funcs has {len(script_args.reward_funcs)} "
                 f"({', '.join(script_args.reward_funcs)}): give one weight per reward"
             )
+    if script_args.tools is not None:
+        check_tools(recipe)
     check_packages(recipe)
     check_combinations(recipe)
     check_with_libraries(recipe)
@@ -520,6 +522,20 @@ def check_rewards(names: list[str]):
     if wrong:
         raise RecipeError("\n".join([f"{len(wrong)} of reward_funcs' names need changing:",
                                      *(f"  {why}" for why in wrong.values())]))
+
+
+def check_tools(recipe: Recipe):
+    """Each tool importable, typed and documented (transformers' get_json_schema, which TRL uses); sft needs the
+    calculator its data's annotations call."""
+    from .tools import load_tools
+
+    names = recipe.script_args.tools
+    if not names:
+        raise RecipeError("tools is empty: name at least one tool (e.g. [calculator]), or remove the key")
+    load_tools(names)
+    if recipe.task == "sft" and "calculator" not in names:
+        raise RecipeError("tools: sft turns the data's <<expr=result>> annotations into calculator calls; add "
+                          "calculator to tools")
 
 
 def check_combinations(recipe: Recipe):

@@ -22,6 +22,7 @@ from fractions import Fraction
 
 from . import answers
 from .errors import RecipeError, one_line, suggest
+from .tools import CalcError, exact, tool_calls
 
 logger = logging.getLogger(__name__)
 errors = 0  # items scored by the safety net below; tests assert it stays 0
@@ -48,17 +49,25 @@ def _content(content) -> str:
 
 
 def completion_text(completion) -> str:
-    """A completion as text: a string as is; a message list -> its last assistant message's content."""
+    """A completion as text: a string as is; a message list (a tool-using completion is several turns) -> every
+    assistant turn and tool reply joined in order, so `48/2 = ` + `24` (the calculator's reply) + ` clips` reads
+    as the worked line it is, and format/accuracy judge the whole completion. A turn whose reasoning a chat
+    template split off (`reasoning_content`, Qwen's parser) gets its <think> tags back."""
     if isinstance(completion, str):
         return completion
     try:
         messages = [completion] if isinstance(completion, dict) else completion
         if not isinstance(messages, (list, tuple)):
             return ""
-        for m in reversed(messages):  # tool-using completions end with the assistant's final turn
-            if isinstance(m, dict) and m.get("role", "assistant") == "assistant":
-                return _content(m.get("content"))
-        return ""
+        parts = []
+        for m in messages:
+            if not isinstance(m, dict) or m.get("role", "assistant") not in ("assistant", "tool"):
+                continue
+            reasoning = m.get("reasoning_content")
+            if isinstance(reasoning, str) and reasoning:
+                parts.append(f"<think>\n{reasoning}\n</think>\n")
+            parts.append(_content(m.get("content")))
+        return "".join(parts)
     except Exception as e:
         return _failed(e, "")
 
@@ -334,24 +343,13 @@ def _number(text: str) -> Fraction:
     return Fraction(text.replace("$", "").replace(",", ""))
 
 
-def _evaluate(terms: list[tuple[str, str]]) -> Fraction | None:
-    """Left side of an equation, with * and / before + and -; None for division by zero. No eval of model text."""
-    total, product = Fraction(0), None
-    sign = 1
-    for op, num in terms:
-        value = _number(num)
-        if op in ("*", "x", "×") and product is not None:
-            product *= value
-        elif op in ("/", "÷") and product is not None:
-            if value == 0:
-                return None
-            product /= value
-        else:  # first term, + or -
-            if product is not None:
-                total += sign * product
-            sign = -1 if op == "-" else 1
-            product = value
-    return total + sign * product if product is not None else None
+def _evaluate(left: str) -> Fraction | None:
+    """Left side of an equation, exactly (the calculator's engine: * and / before + and -); None when it does not
+    evaluate (division by zero). No eval of model text."""
+    try:
+        return exact(left, max_chars=None)
+    except CalcError:
+        return None
 
 
 def _checks_out(value: Fraction | None, stated: str) -> bool:
@@ -382,10 +380,26 @@ def arithmetic_reward(completions, **kwargs) -> list[float]:
                 if not 2 <= len(terms) <= _MAX_TERMS:
                     continue  # no "=", a lone number, or a chain no reasoning writes (big-number products are slow)
                 checked += 1
-                right += _checks_out(_evaluate(terms), stated.strip())
+                right += _checks_out(_evaluate(left), stated.strip())
                 if checked == _MAX_EQUATIONS:
                     break
             out.append(right / checked if checked else 0.0)
+        except Exception as e:
+            out.append(_failed(e, 0.0))
+    return out
+
+
+def tool_use_reward(completions, **kwargs) -> list[float]:
+    """1.0 when the completion called a tool and no call came back as an error; else 0.0 (plain-text completions
+    included). Pair it with accuracy to teach a model to reach for its calculator."""
+    out = []
+    for completion in completions if isinstance(completions, (list, tuple)) else []:
+        try:
+            replies = [m for m in completion if isinstance(m, dict) and m.get("role") == "tool"] \
+                if isinstance(completion, (list, tuple)) else []
+            ok = tool_calls(completion) > 0 and not any(_content(m.get("content")).startswith(("error", "{'error'"))
+                                                        for m in replies)
+            out.append(1.0 if ok else 0.0)
         except Exception as e:
             out.append(_failed(e, 0.0))
     return out
@@ -424,6 +438,7 @@ REWARDS: dict[str, tuple[Callable, Callable[..., dict]]] = {
                                                     "max_penalty": a.repetition_max_penalty}),
     "overlong": (overlong_reward, _overlong_params),
     "arithmetic": (arithmetic_reward, lambda a, n: {}),
+    "tool_use": (tool_use_reward, lambda a, n: {}),
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import random
+import re
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
@@ -357,9 +358,18 @@ def generate(split: str, n: int, seed: int = 0, difficulty: Difficulty = Difficu
             continue
         misses = 0
         seen.add(question)
-        rows.append({"question": question, "answer": "\n".join(lines) + f"\n#### {answer}",
+        rows.append({"question": question, "answer": "\n".join(map(annotate, lines)) + f"\n#### {answer}",
                      "steps": len(lines), "template": t.name})
     return rows
+
+
+_STEP = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
+
+
+def annotate(line: str) -> str:
+    """GSM8K's calculator annotation on a solution line: `3 * 4 = 12 apples` -> `3 * 4 = <<3*4=12>>12 apples`.
+    Stripped (data.worked_steps) the line is what it was; with `tools: [calculator]` SFT makes it a call."""
+    return _STEP.sub(r"\1 \2 \3 = <<\1\2\3=\4>>\4", line, count=1)
 
 
 def parse_spec(spec: str) -> tuple[int, Difficulty, dict[str, int]]:
