@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import sys
@@ -198,10 +199,12 @@ def _padding_token(tokenizer, pad_id: int):
             tokenizer.pad_token_id = None
 
 
-def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch_size: int, do_sample: bool = False,
-             temperature: float = 1.0, add_special_tokens: bool = False, desc: str = "generating",
-             progress: bool = True) -> list[Completion]:
-    """One completion per rendered prompt, in order. Batches of similar length, left-padded; stops at eos.
+def generate(model, tokenizer, prompts: list[str] | list[list[int]], *, max_new_tokens: int | list[int],
+             batch_size: int, do_sample: bool = False, temperature: float = 1.0, add_special_tokens: bool = False,
+             desc: str = "generating", progress: bool = True) -> list[Completion]:
+    """One completion per prompt (rendered text, or token ids), in order. Batches of similar length, left-padded;
+    stops at eos. A list max_new_tokens gives each prompt its own budget (a batch generates to its largest and
+    each completion is cut to its own, as TRL's tool loop does).
 
     The model's own generation_config sampling defaults (top_k, top_p, repetition_penalty) are overridden, so a
     number means the same for every model: greedy, or pure temperature sampling. Its eos ids are kept."""
@@ -210,29 +213,133 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch
 
     eos = _eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
-    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]]
-    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])  # longest first: less padding, OOM at once
+    if prompts and isinstance(prompts[0], str):
+        prompts = tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]
+    budgets = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # longest first: less padding, OOM at once
     sampling = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0) if do_sample else dict(do_sample=False)
     out: list[Completion | None] = [None] * len(prompts)
     device = model.device
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     with torch.inference_mode(), _padding_token(tokenizer, pad):
-        for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, file=sys.stderr):
-            enc = tokenizer([prompts[i] for i in batch], add_special_tokens=add_special_tokens, padding=True,
-                            padding_side="left", return_tensors="pt")
+        for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress or not batches, file=sys.stderr):
+            enc = tokenizer.pad({"input_ids": [prompts[i] for i in batch]}, padding=True, padding_side="left",
+                                return_tensors="pt")
             width = enc["input_ids"].shape[1]
             generated = model.generate(
                 input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
-                max_new_tokens=max_new_tokens,
+                max_new_tokens=max(budgets[i] for i in batch),
                 pad_token_id=pad, eos_token_id=eos or None, repetition_penalty=1.0, **sampling, **_cache(device),
             )[:, width:].tolist()
             for row, i in enumerate(batch):
-                tokens = generated[row]
+                tokens = generated[row][: budgets[i]]
                 end = next((t + 1 for t, tok in enumerate(tokens) if tok in eos), None)
                 tokens = tokens if end is None else tokens[:end]
                 out[i] = Completion(tokenizer.decode(tokens, skip_special_tokens=True), len(tokens), end is not None,
                                     tuple(tokens))
     return out  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- generation with tools
+
+
+class ToolCompletion(NamedTuple):
+    text: str  # every assistant turn and tool reply joined (rewards.completion_text): what is scored
+    tokens: int  # completion tokens, tool replies and their headers included (they count against the budget)
+    finished: bool
+    ids: tuple
+    messages: tuple  # the completion as TRL's tool loop builds it: assistant, tool, ..., assistant
+    calls: int  # tool calls made
+
+
+def _suffix_ids(tokenizer, chat_template, tool_messages: list[dict]) -> list[int]:
+    """The tokens that follow an assistant turn ending in tool calls: the replies and the next assistant header.
+    TRL's own method (GRPOTrainer._get_tool_suffix_ids), called with the few attributes it reads, so evaluation
+    and training build the same conversation token for token."""
+    from types import SimpleNamespace
+
+    from trl import GRPOTrainer
+
+    owner = SimpleNamespace(processing_class=tokenizer, _tokenizer=tokenizer, _is_vlm=False,
+                            chat_template=chat_template, chat_template_kwargs={})
+    return GRPOTrainer._get_tool_suffix_ids(owner, tool_messages)
+
+
+def _call(toolbox: dict, call: dict):
+    """(name, result) of one parsed tool call, as TRL's loop reports it: an exception becomes {'error': ...}."""
+    function = call.get("function", call) if isinstance(call, dict) else {}
+    name = function.get("name", "unknown")
+    try:
+        if name not in toolbox:
+            raise ValueError(f"Tool {name} not found.")
+        return name, toolbox[name](**(function.get("arguments") or {}))
+    except Exception as e:
+        return name, {"error": str(e)}
+
+
+def tool_template(tokenizer) -> str | None:
+    """The chat template TRL's tool loop renders with: the tokenizer's own when prefix-preserving, else TRL's
+    training version of it (GRPOTrainer.__init__ makes the same choice)."""
+    from trl.chat_template_utils import get_training_chat_template, is_chat_template_prefix_preserving
+
+    return None if is_chat_template_prefix_preserving(tokenizer) else get_training_chat_template(tokenizer)
+
+
+def render_ids(tokenizer, messages: list[dict], tools: list, chat_template: str | None = None) -> list[int]:
+    """A prompt's token ids as GRPOTrainer renders it with tools (their schemas, where the template shows them)."""
+    ids = tokenizer.apply_chat_template(messages, tools=tools or None, chat_template=chat_template,
+                                        add_generation_prompt=True, tokenize=True, return_dict=False)
+    return list(ids)
+
+
+def generate_with_tools(model, tokenizer, prompt_ids: list[list[int]], tools: list, *, max_new_tokens: int,
+                        max_iterations: int | None = None, chat_template: str | None = None, desc: str = "generating",
+                        progress: bool = True, **gen) -> list[ToolCompletion]:
+    """Generation with tool calls, step for step as GRPOTrainer's tool loop (trl 1.16 `_tool_call_loop`): parse
+    each turn with TRL's parse_response; run its calls (an exception is the reply {'error': ...}); append the
+    replies and the next assistant header (TRL's suffix); generate on from the whole sequence; stop when a turn
+    calls nothing, after max_iterations rounds, or when the replies would push the completion past
+    max_new_tokens (that round's replies are dropped, as TRL drops them). Replies count against the budget."""
+    from trl.chat_template_utils import parse_response
+
+    from .rewards import completion_text
+
+    toolbox = {fn.__name__: fn for fn in tools}
+    limit = getattr(model.config, "max_position_embeddings", None) or float("inf")
+    first = generate(model, tokenizer, prompt_ids, max_new_tokens=max_new_tokens, desc=desc, progress=progress, **gen)
+    ids = [list(c.ids) for c in first]
+    messages = [[parse_response(tokenizer, list(c.ids), prefix=list(p), tools=tools)] for c, p in zip(first, prompt_ids)]
+    pending = [i for i, m in enumerate(messages) if m[-1].get("tool_calls")]
+    rounds = 0
+    while pending and (max_iterations is None or rounds < max_iterations):
+        going, contexts = [], []
+        for i in pending:
+            replies = [{"role": "tool", "name": name, "content": result if isinstance(result, list) else str(result)}
+                       for name, result in (_call(toolbox, call) for call in messages[i][-1]["tool_calls"])]
+            context = list(prompt_ids[i]) + ids[i] + _suffix_ids(tokenizer, chat_template, replies)
+            if len(context) - len(prompt_ids[i]) > max_new_tokens or len(context) >= limit:
+                continue  # over budget: the completion ends as it is (TRL rolls these replies back)
+            messages[i] += replies
+            going.append(i)
+            contexts.append(context)
+        budgets = [max_new_tokens - (len(c) - len(prompt_ids[i])) for c, i in zip(contexts, going)]
+        # a budget of 0 still asks generate() for 1 token and cuts it: TRL generates then truncates the same way
+        more = generate(model, tokenizer, contexts, max_new_tokens=[max(b, 1) for b in budgets], desc=f"{desc} "
+                        f"(after tool round {rounds + 1})", progress=False, **gen) if going else []
+        pending = []
+        for i, context, budget, c in zip(going, contexts, budgets, more):
+            new = list(c.ids)[:budget]
+            ids[i] = context[len(prompt_ids[i]):] + new
+            if new:
+                turn = parse_response(tokenizer, new, prefix=context, tools=tools)
+                messages[i].append(turn)
+                if turn.get("tool_calls"):
+                    pending.append(i)
+        rounds += 1
+    eos = set(_eos_ids(model, tokenizer))
+    return [ToolCompletion(completion_text(m), len(i), bool(i) and i[-1] in eos, tuple(i), tuple(m),
+                           sum(len(t.get("tool_calls") or []) for t in m if t.get("role") == "assistant"))
+            for i, m in zip(ids, messages)]
 
 
 # --------------------------------------------------------------------------- scoring and summaries
@@ -276,6 +383,7 @@ def evaluate_model(model_or_path, problems, args: EvalArguments | None = None, *
 
     from .data import to_grpo
     from .rewards import format_reward, template_prefills_think
+    from .tools import load_tools, prepare_tokenizer
 
     started = time.time()
     if isinstance(problems, (str, Path)):
@@ -300,22 +408,33 @@ def evaluate_model(model_or_path, problems, args: EvalArguments | None = None, *
                                                   Path(model_dir).is_dir() else None)
     shaped = to_grpo(problems, args.prompt_column, args.answer_column, system, name)  # exactly as GRPO trains
     has_template = bool(getattr(tokenizer, "chat_template", None))
-    prompts = [render(tokenizer, p) for p in shaped["prompt"]]
+    tools = load_tools(args.tools)
+    prepare_tokenizer(tokenizer, tools)
+    if tools:  # rendered and run as GRPOTrainer's tool loop does
+        template = tool_template(tokenizer)
+        prompts = [render_ids(tokenizer, p, tools, template) for p in shaped["prompt"]]
+    else:
+        prompts = [render(tokenizer, p) for p in shaped["prompt"]]
     golds = list(shaped["solution"])
     k, seed, prompt_column = args.num_samples, args.seed, args.prompt_column
 
     gen = dict(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, add_special_tokens=not has_template,
                progress=progress and not args.quiet)
+    if tools:
+        run = functools.partial(generate_with_tools, model, tokenizer, tools=tools, chat_template=template,
+                                max_iterations=args.max_tool_calling_iterations, **gen)
+    else:
+        run = functools.partial(generate, model, tokenizer, **gen)
     was_training = model.training
     model.eval()
     try:
         set_seed(seed)
-        greedy = generate(model, tokenizer, prompts, desc="greedy", **gen)
+        greedy = run(prompts, desc="greedy")
         samples = []
         if k > 1:
             set_seed(seed)
-            samples = generate(model, tokenizer, [p for p in prompts for _ in range(k)], do_sample=True,
-                               temperature=args.temperature, desc=f"sampling {k} per problem", **gen)
+            samples = run([p for p in prompts for _ in range(k)], do_sample=True, temperature=args.temperature,
+                          desc=f"sampling {k} per problem")
     finally:
         model.train(was_training)
 
@@ -332,12 +451,14 @@ def evaluate_model(model_or_path, problems, args: EvalArguments | None = None, *
         question = row.get(prompt_column) if prompt_column in row else row["prompt"][-1]["content"]
         rec = {"index": i, "question": question, "solution": golds[i], **{col: row[col] for col in columns},
                "completion": c.text, "tokens": c.tokens, "finished": c.finished,
-               "correct": strict[i], "correct_lenient": lenient[i], "format": (formats[i] or 0.0) >= 1.0}
+               "correct": strict[i], "correct_lenient": lenient[i], "format": (formats[i] or 0.0) >= 1.0,
+               **({"calls": c.calls} if tools else {})}
         if k > 1:
             lo = len(greedy) + i * k
             mine = samples[i * k : (i + 1) * k]
             rec["samples"] = [{"completion": s.text, "tokens": s.tokens, "finished": s.finished,
-                               "correct": strict[lo + j], "correct_lenient": lenient[lo + j]}
+                               "correct": strict[lo + j], "correct_lenient": lenient[lo + j],
+                               **({"calls": s.calls} if tools else {})}
                               for j, s in enumerate(mine)]
             rec["num_correct"] = sum(strict[lo : lo + k])
             winner = majority_vote(answer_groups([s.text for s in mine]))
@@ -358,6 +479,11 @@ def evaluate_model(model_or_path, problems, args: EvalArguments | None = None, *
         "mean_completion_tokens": _mean(c.tokens for c in greedy),
         "mean_sampled_completion_tokens": _mean(c.tokens for c in samples) if k > 1 else None,
         "truncated": _mean(not c.finished for c in greedy),
+        "tools": [fn.__name__ for fn in tools] or None,
+        # share of completions that called a tool at least once (None without tools)
+        "tool_use": _mean(c.calls > 0 for c in greedy) if tools else None,
+        "sampled_tool_use": _mean(c.calls > 0 for c in samples) if tools and k > 1 else None,
+        "max_tool_calling_iterations": args.max_tool_calling_iterations if tools else None,
         "unscored": sum(not ok for ok in scores["scored"][: len(greedy)]),
         "temperature": args.temperature if k > 1 else None, "max_new_tokens": args.max_new_tokens, "seed": seed,
         "system_prompt": system, "system_prompt_source": system_source,
@@ -410,6 +536,10 @@ def format_table(result: dict) -> str:
     lines += [f"  {label:<{w}} {s['n']:>5} " + " ".join(f"{pct(s.get(key)):>9}" for key in keys) for label, s in rows]
     lines.append(f"  format {pct(result['format'])}, {result['mean_completion_tokens']:.1f} tokens per greedy "
                  f"completion, {pct(result['truncated'])} cut at max_new_tokens, {result['seconds']:.1f} s")
+    if result.get("tools"):
+        sampled = f", {pct(result['sampled_tool_use'])} of samples" if result.get("sampled_tool_use") is not None else ""
+        lines.append(f"  tools {', '.join(result['tools'])}: called in {pct(result['tool_use'])} of greedy "
+                     f"completions{sampled}")
     return "\n".join(lines)
 
 
@@ -437,6 +567,12 @@ def main(argv: list[str]) -> int:
     check_model_source(args.model)
     if args.output and Path(args.output).is_dir():
         raise RecipeError(f"--output: {args.output} is a folder; give a file name, e.g. {args.output}/eval.json")
+    if args.tools:  # an unknown tool, or a model whose template can't call tools: one line, before the model loads
+        from transformers import AutoTokenizer
+
+        from .tools import load_tools, prepare_tokenizer
+
+        prepare_tokenizer(AutoTokenizer.from_pretrained(args.model), load_tools(args.tools), where="--model")
     problems = load_problems(args)  # loaded and checked once, before the model
     result = evaluate_model(args.model, problems, args)
     print(format_table(result), flush=True)

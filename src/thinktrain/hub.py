@@ -116,7 +116,9 @@ def model_card(script_args, training_args, model_args, metrics: dict, recipe: di
     task = script_args.task
     base = model_args.model_name_or_path
     adapter = bool(model_args.use_peft)
-    tags = ["thinktrain", "trl", task, "reasoning"] + (["lora", "peft"] if adapter else [])
+    tools = getattr(script_args, "tools", None) or []
+    tags = ["thinktrain", "trl", task, "reasoning"] + (["lora", "peft"] if adapter else []) + \
+        (["tool-use"] if tools else [])
     meta = {"library_name": "peft" if adapter else "transformers", "tags": tags}
     if not base.startswith("scratch:"):
         meta["base_model"] = base
@@ -136,6 +138,11 @@ def model_card(script_args, training_args, model_args, metrics: dict, recipe: di
     if script_args.system_prompt:
         lines += ["Answers are written as `<think>…</think><answer>…</answer>`; the system prompt used in training:",
                   "", f"> {script_args.system_prompt}", ""]
+    if tools:
+        lines += [f"It was trained to call tools while it thinks: {', '.join(f'`{t}`' for t in tools)} "
+                  f"({'calls and replies in its training conversations' if task == 'sft' else 'run during sampling'}"
+                  f"). Give it the same tools when you generate (`thinktrain eval --tools {' '.join(tools)}`, or "
+                  f"`tools=` in TRL's GRPOTrainer); without them it stops at its first call.", ""]
     if adapter:
         lines += ["Load it with peft (or merge it: `thinktrain merge ADAPTER OUT`):", "", "```python",
                   "from peft import AutoPeftModelForCausalLM",

@@ -39,12 +39,13 @@ def scratch_preset(name_or_path: str) -> str | None:
     return preset
 
 
-def load_tokenizer(model_args, training_args, name_or_path: str | None = None):
-    """The model's tokenizer, or the one at `name_or_path` (pretraining reuses an existing tokenizer that way)."""
+def load_tokenizer(model_args, training_args, name_or_path: str | None = None, tools=()):
+    """The model's tokenizer, or the one at `name_or_path` (pretraining reuses an existing tokenizer that way).
+    A scratch preset gets a bytes-only tokenizer (with the tool tags when the recipe has tools)."""
     if name_or_path is None and scratch_preset(model_args.model_name_or_path):
         from .tokenizer import build_tokenizer
 
-        return build_tokenizer(None)  # bytes only: nothing to train, nothing to download
+        return build_tokenizer(None, tools=tools)  # bytes only: nothing to train, nothing to download
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(

@@ -94,9 +94,13 @@ def make_tokenizer(script_args, model_args, training_args, train_ds):
 
     n, column = script_args.tokenizer_train_samples, training_args.dataset_text_field
     docs = train_ds.take(n) if script_args.dataset_streaming else train_ds.select(range(min(n, len(train_ds))))
+    from .tools import load_tools
+
     tok = build_tokenizer((row[column] for row in docs), script_args.vocab_size,
-                          model_max_length=max(2048, training_args.max_length or 0))
-    return tok, f"byte-level BPE trained on {min(n, len(docs)) if hasattr(docs, '__len__') else n:,} documents"
+                          model_max_length=max(2048, training_args.max_length or 0),
+                          tools=load_tools(script_args.tools))
+    tools = f", tool tags for {', '.join(script_args.tools)}" if script_args.tools else ""
+    return tok, f"byte-level BPE trained on {min(n, len(docs)) if hasattr(docs, '__len__') else n:,} documents{tools}"
 
 
 def main(recipe):

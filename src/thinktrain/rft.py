@@ -27,6 +27,7 @@ from . import data, run
 from .errors import RecipeError
 from .models import load_model, load_tokenizer, model_init_kwargs, scratch_preset
 from .rewards import load_rewards
+from .tools import load_tools, prepare_tokenizer
 
 
 # --------------------------------------------------------------------------- selection
@@ -47,11 +48,12 @@ def select(texts: list[str], correct: list[bool], totals: list[float], tokens: l
     raise RecipeError(f"selection '{rule}' does not exist")  # configs.RFTArguments refuses it at parse time
 
 
-def score(rewards, completions: list[str], ids: list[tuple], rows: list[dict]) -> list[list]:
+def score(rewards, completions: list, ids: list[tuple], rows: list[dict]) -> list[list]:
     """Each reward's scores (None = no opinion) for completions of the given dataset rows, called as GRPOTrainer
-    calls them: conversational completions, the prompts, completion_ids and every dataset column as kwargs."""
+    calls them: conversational completions (a text becomes one assistant turn; a tool-using completion is already
+    its turns), the prompts, completion_ids and every dataset column as kwargs."""
     columns = {key: [row[key] for row in rows] for key in rows[0] if key != "prompt"} if rows else {}
-    messages = [[{"role": "assistant", "content": text}] for text in completions]
+    messages = [[{"role": "assistant", "content": c}] if isinstance(c, str) else list(c) for c in completions]
     return [list(fn(messages, prompts=[row["prompt"] for row in rows], completion_ids=[list(i) for i in ids],
                     **columns)) for fn in rewards]
 
@@ -74,23 +76,30 @@ def round_prompts(n_rows: int, per_round: int | None, round_index: int, seed: in
     return [order[(start + j) % n_rows] for j in range(per_round)]
 
 
-def sample_and_keep(model, tokenizer, rows: list[dict], rewards, weights: list[float], args, seed: int
-                    ) -> tuple[list[dict], dict]:
+def sample_and_keep(model, tokenizer, rows: list[dict], rewards, weights: list[float], args, seed: int,
+                    tools: list = ()) -> tuple[list[dict], dict]:
     """(kept pairs as SFT rows, the round's sampling stats); `args` is the recipe's RFTArguments."""
     from transformers import set_seed
 
-    from .evaluation import generate, render
+    from .evaluation import generate, generate_with_tools, render, render_ids, tool_template
 
     k = args.num_generations
-    prompts = [render(tokenizer, row["prompt"]) for row in rows]
     has_template = bool(getattr(tokenizer, "chat_template", None))
+    gen = dict(max_new_tokens=args.max_completion_length, batch_size=args.sampling_batch_size, do_sample=True,
+               temperature=args.temperature, add_special_tokens=not has_template, desc=f"sampling {k} per prompt")
     set_seed(seed)
     model.eval()
-    samples = generate(model, tokenizer, [p for p in prompts for _ in range(k)], max_new_tokens=args.max_completion_length,
-                       batch_size=args.sampling_batch_size, do_sample=True, temperature=args.temperature,
-                       add_special_tokens=not has_template, desc=f"sampling {k} per prompt")
+    if tools:  # the same tool loop as evaluation and GRPO's rollouts
+        template = tool_template(tokenizer)
+        prompts = [render_ids(tokenizer, row["prompt"], tools, template) for row in rows]
+        samples = generate_with_tools(model, tokenizer, [p for p in prompts for _ in range(k)], tools,
+                                      chat_template=template, max_iterations=args.max_tool_calling_iterations, **gen)
+    else:
+        prompts = [render(tokenizer, row["prompt"]) for row in rows]
+        samples = generate(model, tokenizer, [p for p in prompts for _ in range(k)], **gen)
+    completions = [list(s.messages) if tools else s.text for s in samples]
     expanded = [row for row in rows for _ in range(k)]
-    scores = score(rewards, [s.text for s in samples], [s.ids for s in samples], expanded)
+    scores = score(rewards, completions, [s.ids for s in samples], expanded)
     right = scores[args.reward_funcs.index(args.correctness_reward)]
     kept, solved = [], 0
     for p, row in enumerate(rows):
@@ -99,7 +108,8 @@ def sample_and_keep(model, tokenizer, rows: list[dict], rewards, weights: list[f
                         [total(scores, weights, i) for i in mine], [samples[i].tokens for i in mine],
                         args.selection)
         solved += bool(chosen)
-        kept += [{"prompt": row["prompt"], "completion": [{"role": "assistant", "content": samples[p * k + j].text}],
+        kept += [{"prompt": row["prompt"], "completion": completions[p * k + j] if tools else
+                  [{"role": "assistant", "content": samples[p * k + j].text}],
                   "tokens": samples[p * k + j].tokens, "reward": total(scores, weights, p * k + j)}
                  for j in chosen]
     stats = {"prompts": len(rows), "solved": solved / max(len(rows), 1), "sampled_correct": sum(
@@ -141,21 +151,25 @@ def main(recipe):
     script_args, training_args, model_args = recipe.script_args, recipe.training_args, recipe.model_args
     check(recipe)
     set_seed(training_args.seed)
-    tokenizer = load_tokenizer(model_args, training_args)
+    tools = load_tools(script_args.tools)
+    tokenizer = load_tokenizer(model_args, training_args, tools=tools)
     practice, _ = data.load(script_args, training_args, tokenizer)  # conversational prompt + solution, as GRPO's
     rewards = load_rewards(script_args.reward_funcs, script_args, tokenizer, script_args.max_completion_length)
     weights = script_args.reward_weights or [1.0] * len(rewards)
+    prepare_tokenizer(tokenizer, tools)  # before the model loads
+    if tools:
+        recipe.training_args.assistant_only_loss = True  # kept tool replies are read, not written, by the model
     run.header(recipe, practice, None)
     state, out = PartialState(), Path(training_args.output_dir)
     run.lock_output_dir(training_args)  # one run per output_dir (released by finish, or below on any error)
     try:
-        return _rounds(recipe, state, out, tokenizer, practice, rewards, weights)
+        return _rounds(recipe, state, out, tokenizer, practice, rewards, weights, tools)
     except BaseException:
         run.unlock_output_dir(training_args)
         raise
 
 
-def _rounds(recipe, state, out: Path, tokenizer, practice, rewards, weights: list[float]):
+def _rounds(recipe, state, out: Path, tokenizer, practice, rewards, weights: list[float], tools: list):
     import torch
     from datasets import Dataset
     from trl import SFTTrainer
@@ -182,7 +196,7 @@ def _rounds(recipe, state, out: Path, tokenizer, practice, rewards, weights: lis
         chosen = [rows[i] for i in round_prompts(len(rows), script_args.prompts_per_round, r, training_args.seed)]
         if state.is_main_process:
             kept, stats = sample_and_keep(model, tokenizer, chosen, rewards, weights, script_args,
-                                          training_args.seed + r)
+                                          training_args.seed + r, tools)
             with open(round_dir / "kept.jsonl", "w") as f:
                 f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in kept)
             (round_dir / "sampling.json").write_text(json.dumps(stats))
@@ -191,7 +205,9 @@ def _rounds(recipe, state, out: Path, tokenizer, practice, rewards, weights: lis
         stats = json.loads((round_dir / "sampling.json").read_text())
         args = replace(training_args, output_dir=str(round_dir), save_strategy="no", push_to_hub=False,
                        seed=training_args.seed + r)
-        train = Dataset.from_list([{"prompt": row["prompt"], "completion": row["completion"]} for row in kept])
+        schemas = {"tools": data.tool_schemas(script_args.tools)} if tools else {}  # rendered as sampled
+        train = Dataset.from_list([{"prompt": row["prompt"], "completion": row["completion"], **schemas}
+                                   for row in kept])
         loss = None
         if len(kept):
             trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)

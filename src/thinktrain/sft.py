@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import data, run
 from .models import load_model, load_tokenizer
+from .tools import load_tools, prepare_tokenizer
 
 
 def main(recipe):
@@ -12,7 +13,14 @@ def main(recipe):
 
     script_args, training_args, model_args = recipe.script_args, recipe.training_args, recipe.model_args
     set_seed(training_args.seed)
-    tokenizer = load_tokenizer(model_args, training_args)
+    tools = load_tools(script_args.tools)
+    tokenizer = load_tokenizer(model_args, training_args, tools=tools)
+    if tools:
+        prepare_tokenizer(tokenizer, tools)
+        if not training_args.assistant_only_loss:  # the calculator's replies are read, not written, by the model
+            training_args.assistant_only_loss = True
+            print("  note       tools: the loss covers the assistant's turns only (assistant_only_loss), not the "
+                  "tool replies", flush=True)
     train_ds, eval_ds = data.load(script_args, training_args, tokenizer)  # column errors before the model loads
     run.header(recipe, train_ds, eval_ds)
     trainer = SFTTrainer(
