@@ -20,8 +20,11 @@ install: $(VENV)/.installed
 # evaluated on the same 500 held-out problems; $(OUT)/results.json, $(OUT)/report.md, a table
 # (2-core CPU, fp32: ~15 minutes measured, ~20 estimated on a 1.4x slower day; docs/pipeline.md).
 # SEED=N reruns every stage with another seed; PRACTICE=rft (expert iteration), grpo, or rft,grpo picks the practice.
+# TOOLS=1: the calculator demo (recipes/demo_tools, into runs/demo_tools): SFT teaches the calls, practice makes them.
+DEMO_RECIPES := $(if $(TOOLS),--recipes recipes/demo_tools,)
+DEMO_OUT := $(if $(TOOLS),$(if $(filter runs/demo,$(OUT)),runs/demo_tools,$(OUT)),$(OUT))
 demo: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(PY) -m thinktrain pipeline --out $(OUT) $(if $(SEED),--seed $(SEED)) $(if $(PRACTICE),--practice $(PRACTICE))
+	HF_HUB_OFFLINE=1 $(PY) -m thinktrain pipeline --out $(DEMO_OUT) $(DEMO_RECIPES) $(if $(SEED),--seed $(SEED)) $(if $(PRACTICE),--practice $(PRACTICE))
 
 # The whole suite, slow and real-data/real-model tests included (CI runs this).
 test: $(VENV)/.installed

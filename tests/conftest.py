@@ -82,3 +82,26 @@ def gsm8k_sample(tmp_path_factory):
         lines = [json.dumps(r) for r in rows] * 32
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(tmp_path_factory):
+    """A saved tiny Qwen2-architecture model whose tokenizer carries Qwen2.5's own chat template (tools and all,
+    as TRL ships it): stands in for Qwen/Qwen2.5-0.5B-Instruct in the tools recipe, nothing downloaded."""
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen2Config
+    from trl.chat_template_utils import qwen2_5_chat_template
+
+    from thinktrain.models import PRESETS
+    from thinktrain.tokenizer import build_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny-qwen")
+    tok = build_tokenizer(None)
+    tok.chat_template = qwen2_5_chat_template
+    config = Qwen2Config(vocab_size=len(tok), tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, max_position_embeddings=4096,
+                         **PRESETS["micro"])
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

@@ -28,8 +28,11 @@ RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "demo"
 # The held-out evaluation: fixed, whatever the recipes do (docs/pipeline.md).
 EVAL = EvalArguments(dataset="synthetic:gsm8k", split="test", limit=500, num_samples=8, temperature=1.0,
                      max_new_tokens=96, batch_size=512, seed=0)
+# With tools (recipes/demo_tools): the same problems and settings, with the calculator, and a budget that holds
+# the calls and their replies (they count against it, as in GRPO's tool loop: ~15 tokens per step).
+TOOLS_MAX_NEW_TOKENS = 192
 SUMMARY_KEYS = ("accuracy", "accuracy_lenient", "sampled_accuracy", "pass_at_k", "maj_at_k", "k", "n", "format",
-                "mean_completion_tokens", "truncated", "seconds")
+                "mean_completion_tokens", "truncated", "seconds", "tool_use", "sampled_tool_use")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -99,6 +102,9 @@ def main(argv: list[str]) -> int:
     # one system prompt for every stage's evaluation: the SFT recipe's (the format the later stages learn)
     system_prompt = (parsed.get("sft") or parsed[stages[-1]]).script_args.system_prompt
     evaluation = dataclasses.replace(EVAL, num_samples=args.num_samples, system_prompt=system_prompt)
+    tools = next((r.script_args.tools for r in parsed.values() if r.script_args.tools), None)
+    if tools:
+        evaluation = dataclasses.replace(evaluation, tools=tools, max_new_tokens=TOOLS_MAX_NEW_TOKENS)
     problems = load_problems(evaluation)  # the same held-out problems for every stage, loaded once
     started = time.time()
     for i, stage in enumerate(stages):
@@ -117,7 +123,8 @@ def main(argv: list[str]) -> int:
         tasks.run(recipe)
         train_minutes = (time.time() - t) / 60
         print(f"--- evaluating {stage} on {evaluation.limit} held-out problems "
-              f"(greedy + {evaluation.num_samples} samples at T={evaluation.temperature}) ---", flush=True)
+              f"(greedy + {evaluation.num_samples} samples at T={evaluation.temperature}"
+              f"{', tools: ' + ', '.join(tools) if tools else ''}) ---", flush=True)
         result = evaluate_model(str(stage_dir), problems, evaluation)
         (out / "eval").mkdir(exist_ok=True)
         (out / "eval" / f"{stage}.json").write_text(json.dumps(result, indent=1))

@@ -23,7 +23,7 @@ from .errors import RecipeError, one_line, suggest
 
 MAX_CHARS = 200  # an arithmetic step a solution writes is far shorter; a longer string is refused at once
 MAX_DEPTH = 30  # parentheses
-MAX_BITS = 4096  # numerator/denominator size of any intermediate value (~1200 digits)
+MAX_BITS = 256  # numerator/denominator size of any value (~77 digits): far past any word problem
 MAX_EXPONENT = 64
 
 
@@ -129,8 +129,9 @@ class _Parser:
             if self.depth > MAX_DEPTH:
                 raise CalcError("expression nested too deeply")
             value = self.expr()
-            if self.take() != ")":
+            if self.peek() != ")":
                 raise CalcError("missing ')'")
+            self.take()
             self.depth -= 1
             return value
         if token[0] in "$.0123456789":

@@ -1,0 +1,249 @@
+"""Tools in training and evaluation: a tiny model that learned to call the calculator, run through TRL's own tool
+loop (GRPO), evaluation's loop and expert iteration; the two loops build the same conversation for the same
+tokens; SFT trains the calls and not the replies; bad tool recipes stop in one line before any model loads."""
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from thinktrain.tools import calculator
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+SYSTEM = "Think."
+QUESTION = "What is 2 + 3?"
+ROW = {"question": QUESTION, "answer": "2 + 3 = <<2+3=5>>5 in all.\n#### 5"}
+
+
+def _sft_recipe(tmp, data, out, steps):
+    recipe = tmp / "sft.yaml"
+    recipe.write_text(textwrap.dedent(f"""\
+        task: sft
+        model_name_or_path: scratch:micro
+        dataset_name: {data}
+        dataset_train_split: train
+        tools: [calculator]
+        system_prompt: {SYSTEM}
+        max_length: 256
+        per_device_train_batch_size: 8
+        max_steps: {steps}
+        learning_rate: 1.0e-2
+        lr_scheduler_type: constant
+        bf16: false
+        use_cpu: true
+        gradient_checkpointing: false
+        logging_steps: 50
+        save_strategy: "no"
+        report_to: none
+        dataloader_pin_memory: false
+        seed: 0
+        output_dir: {out}
+        """))
+    return recipe
+
+
+@pytest.fixture(scope="module")
+def calculator_model(tmp_path_factory):
+    """A micro model SFT-trained (through `thinktrain train`, tools: [calculator]) on one calculator
+    conversation until it makes the call: `2 + 3 = <tool_call>calculator {"expression": "2+3"}</tool_call>`."""
+    from thinktrain.cli import main
+
+    tmp = tmp_path_factory.mktemp("calc")
+    data = tmp / "one.jsonl"
+    data.write_text((json.dumps(ROW) + "\n") * 64)
+    out = tmp / "sft"
+    assert main(["train", str(_sft_recipe(tmp, data, out, 200))]) == 0
+    return out, data
+
+
+@pytest.mark.slow
+def test_sft_with_tools_trains_the_calls_not_the_replies(calculator_model):
+    """The saved model's tokenizer carries the tool tags and the response template; the SFT labels cover the
+    assistant's call tokens and none of the calculator's reply."""
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+    from datasets import Dataset
+
+    from thinktrain.data import tool_conversation, tool_schemas
+
+    out, _ = calculator_model
+    tok = AutoTokenizer.from_pretrained(out)
+    assert tok.response_template is not None and tok.convert_tokens_to_ids("<tool_call>") != tok.unk_token_id
+    recipe = (out / "recipe.yaml").read_text()
+    assert "tools:\n- calculator" in recipe
+    prompt = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
+    ds = Dataset.from_list([{"prompt": prompt, "completion": tool_conversation(ROW["answer"]),
+                             "tools": tool_schemas(["calculator"])}])
+    from transformers import AutoModelForCausalLM
+
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(out), processing_class=tok, train_dataset=ds,
+                         args=SFTConfig(output_dir=str(out.parent / "x"), assistant_only_loss=True, use_cpu=True,
+                                        report_to="none", max_length=512))
+    row = trainer.train_dataset[0]
+    trained = tok.decode([label for label in row["labels"] if label != -100])
+    assert trained == ('<think>\n2 + 3 = <tool_call>calculator {"expression": "2+3"}</tool_call><|im_end|>'
+                       " in all.\n</think>\n<answer>\n5\n</answer><|im_end|>")
+
+
+@pytest.mark.slow
+def test_eval_runs_the_tool_loop_and_reports_tool_use(calculator_model, run_cli, tmp_path):
+    out, data = calculator_model
+    result = tmp_path / "eval.json"
+    code, stdout, _ = run_cli("eval", "--model", out, "--dataset", data, "--limit", 1, "--tools", "calculator",
+                              "--max_new_tokens", 128, "--num_samples", 2, "--output", result, "--quiet")
+    assert code == 0
+    r = json.loads(result.read_text())
+    assert r["tools"] == ["calculator"] and r["tool_use"] == 1.0 and r["sampled_tool_use"] == 1.0
+    p = r["problems"][0]
+    assert p["calls"] == 1 and p["completion"].startswith("<think>\n2 + 3 = 5 in all.")  # "5": the calculator's
+    assert "tools calculator: called in 100.0% of greedy completions, 100.0% of samples" in stdout
+    # without --tools the same model stops at its call: nothing runs it
+    code, _, _ = run_cli("eval", "--model", out, "--dataset", data, "--limit", 1, "--max_new_tokens", 128,
+                         "--output", result, "--quiet")
+    r = json.loads(result.read_text())
+    assert r["tool_use"] is None and r["problems"][0]["completion"].startswith("<think>\n2 + 3 = <tool_call>")
+
+
+@pytest.mark.slow
+def test_grpo_rollouts_call_the_calculator_inside_trls_loop(calculator_model, run_cli, tmp_path, monkeypatch):
+    """A real GRPO run (TRL's GRPOTrainer and its tool loop, no mock): the completions the rewards receive hold
+    the model's call and the calculator's reply, and TRL logs the calls."""
+    out, data = calculator_model
+    (tmp_path / "recorder.py").write_text(textwrap.dedent(f"""\
+        import json
+        def recorder(completions, **kwargs):
+            with open({str(tmp_path / 'seen.jsonl')!r}, "a") as f:
+                f.writelines(json.dumps(c) + "\\n" for c in completions)
+            return [0.0] * len(completions)
+        """))
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = run_cli("train", ROOT / "recipes" / "tiny" / "grpo.yaml", "--model_name_or_path", out,
+                           "--dataset_name", data, "--dataset_train_split", "train", "--tools", "calculator",
+                           "--reward_funcs", "accuracy", "recorder:recorder", "--reward_weights", "1.0", "1.0",
+                           "--system_prompt", SYSTEM, "--max_completion_length", 128, "--max_steps", 1,
+                           "--logging_steps", 1, "--output_dir", tmp_path / "grpo")
+    assert code == 0, err
+    seen = [json.loads(line) for line in (tmp_path / "seen.jsonl").read_text().splitlines()]
+    assert len(seen) == 8
+    calls = [c for c in seen if len(c) >= 3 and c[0].get("tool_calls")]
+    assert calls, seen[:2]
+    for c in calls:
+        assert c[0]["tool_calls"][0]["function"] == {"name": "calculator", "arguments": {"expression": "2+3"}}
+        assert c[1] == {"role": "tool", "name": "calculator", "content": "5"}
+    logged = re.findall(r"'tools/call_frequency': '([0-9.]+)'", stdout + err)  # TRL's own metric, logged
+    assert logged and float(logged[0]) == len(calls) / len(seen)
+
+
+@pytest.mark.slow
+def test_rft_samples_with_tools_and_trains_on_the_conversations(calculator_model, run_cli, tmp_path):
+    out, data = calculator_model
+    code, _, err = run_cli("train", ROOT / "recipes" / "tiny" / "rft.yaml", "--model_name_or_path", out,
+                           "--dataset_name", data, "--dataset_train_split", "train", "--tools", "calculator",
+                           "--system_prompt", SYSTEM, "--rounds", 1, "--prompts_per_round", 4,
+                           "--max_completion_length", 128, "--output_dir", tmp_path / "rft")
+    assert code == 0, err
+    log = json.loads((tmp_path / "rft" / "rounds.jsonl").read_text().splitlines()[0])
+    kept = [json.loads(line) for line in (tmp_path / "rft" / "round-1" / "kept.jsonl").read_text().splitlines()]
+    assert log["kept"] == len(kept) > 0 and log["train_loss"] is not None
+    for row in kept:  # what was kept is the whole tool conversation, the calculator's reply in it
+        assert row["completion"][1] == {"role": "tool", "name": "calculator", "content": "5"}
+
+
+# --------------------------------------------------------------------------- the two loops agree
+
+
+@pytest.mark.slow
+def test_eval_loop_and_trls_loop_build_the_same_conversation(tiny_model_dir, tmp_path, monkeypatch):
+    """Same tokens in, same conversation out: TRL's GRPOTrainer._generate (its tool loop) and
+    evaluation.generate_with_tools, both driven by one scripted generator (a call, a failing call, an answer)."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    from thinktrain import evaluation
+    from thinktrain.evaluation import Completion, generate_with_tools, render_ids, tool_template
+    from thinktrain.tools import prepare_tokenizer
+
+    tok = prepare_tokenizer(AutoTokenizer.from_pretrained(tiny_model_dir), [calculator])
+    turns = ['<think>\nA = <tool_call>calculator {"expression": "2+3"}</tool_call><|im_end|>',
+             ' ok <tool_call>calculator {"expression": "1/0"}</tool_call><tool_call>nope {}</tool_call><|im_end|>',
+             " done.\n</think>\n<answer>\n5\n</answer><|im_end|>"]
+    script = [tok(t)["input_ids"] for t in turns]
+    tool_start = tok.convert_tokens_to_ids("<|im_start|>")
+
+    def scripted(context: list[int]) -> list[int]:  # the turn to write: by the tool replies so far (0, 1, then 3)
+        replies = sum(1 for i in range(len(context)) if context[i] == tool_start and
+                      tok.decode(context[i + 1: i + 5]) == "tool")
+        return script[min(replies, 2)]
+
+    prompts = [[{"role": "system", "content": "S"}, {"role": "user", "content": "Q?"}]] * 2
+    trainer = GRPOTrainer(model=str(tiny_model_dir), reward_funcs=lambda completions, **k: [0.0] * len(completions),
+                          args=GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=2, num_generations=2,
+                                          max_completion_length=400, use_cpu=True, report_to="none"),
+                          train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]), processing_class=tok,
+                          tools=[calculator])
+    trainer._sync_tool_dicts = [{"calculator": calculator}] * 2  # what _generate_and_score_completions sets up
+    trainer._async_tool_dicts = [{}] * 2
+    monkeypatch.setattr(trainer, "_generate_single_turn",
+                        lambda ids, *a, **k: ([scripted(list(x)) for x in ids], None))
+    trl_prompt_ids, trl_ids, tool_mask, trl_completions, *_ = trainer._generate([list(p) for p in prompts])
+
+    def fake_generate(model, tokenizer, prompts, *, max_new_tokens, **kw):
+        budgets = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(prompts)
+        out = []
+        for ids, budget in zip(prompts, budgets):
+            new = scripted(list(ids))[:budget]
+            out.append(Completion(tokenizer.decode(new, skip_special_tokens=True), len(new), True, tuple(new)))
+        return out
+
+    monkeypatch.setattr(evaluation, "generate", fake_generate)
+    template = tool_template(tok)
+    ids = [render_ids(tok, p, [calculator], template) for p in prompts]
+    assert ids == [list(x) for x in trl_prompt_ids]
+    ours = generate_with_tools(trainer.model, tok, ids, [calculator], max_new_tokens=400, batch_size=2,
+                               chat_template=template)
+    for mine, theirs_ids, theirs in zip(ours, trl_ids, trl_completions):
+        assert list(mine.ids) == list(theirs_ids)
+        assert list(mine.messages) == theirs
+        assert [m["role"] for m in theirs] == ["assistant", "tool", "assistant", "tool", "tool", "assistant"]
+        assert theirs[1]["content"] == "5" and "division by zero" in theirs[3]["content"]
+        assert theirs[4]["content"] == "{'error': 'Tool nope not found.'}"
+        assert mine.calls == 3 and mine.text.endswith("<answer>\n5\n</answer>")
+
+
+# --------------------------------------------------------------------------- bad tool recipes: one line, exit 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra, message", [
+    (["--tools", "calculater"], "tools: unknown tool 'calculater' (did you mean 'calculator'?); built-in: "
+                                "calculator, or give 'pkg.module:function'"),
+    (["--tools", "thinktrain.tools:show"], "tools: 'thinktrain.tools:show' can't be offered to the model: "),
+])
+def test_bad_tools_stop_in_one_line_before_the_model_loads(extra, message):
+    proc = subprocess.run([sys.executable, "-m", "thinktrain", "train", str(ROOT / "recipes" / "tiny" / "grpo.yaml"),
+                           *extra], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("thinktrain: error: " + message), lines
+
+
+@pytest.mark.slow
+def test_a_template_without_tools_stops_in_one_line(tiny_model_dir, tmp_path):
+    import shutil
+
+    from test_tools import OLD_TEMPLATE
+
+    model = tmp_path / "old"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "chat_template.jinja").write_text(OLD_TEMPLATE)
+    proc = subprocess.run([sys.executable, "-m", "thinktrain", "train", str(ROOT / "recipes" / "tiny" / "grpo.yaml"),
+                           "--model_name_or_path", str(model), "--tools", "calculator", "--output_dir",
+                           str(tmp_path / "o")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert len(lines) == 1 and "cannot render tool calls and tool replies" in lines[0], lines
+    assert "Loading weights" not in proc.stderr
