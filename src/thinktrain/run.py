@@ -45,6 +45,14 @@ def header(recipe, train_ds, eval_ds) -> str:
         sampling = script_args if task == "rft" else training_args
         lines.append(f"  generation {sampling.num_generations} per prompt, {sampling.max_completion_length} "
                      f"new tokens max, rewards {', '.join(script_args.reward_funcs)}")
+    if script_args.tools:
+        limit = (getattr(script_args, "max_tool_calling_iterations", None)
+                 or getattr(training_args, "max_tool_calling_iterations", None))
+        how = {"sft": "calls from the data's <<expr=result>> annotations; loss on the model's turns only",
+               "pretrain": "the tokenizer learns their call format"}.get(
+            task, f"called while sampling, replies count against the token budget"
+                  f"{f', at most {limit} rounds' if limit else ''}")
+        lines.append(f"  tools      {', '.join(script_args.tools)} ({how})")
     if task == "rft":
         per_round = script_args.prompts_per_round or "all"
         lines.append(f"  rounds     {script_args.rounds} x ({per_round} prompts -> keep {script_args.selection} by "

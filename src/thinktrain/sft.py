@@ -17,10 +17,8 @@ def main(recipe):
     tokenizer = load_tokenizer(model_args, training_args, tools=tools)
     if tools:
         prepare_tokenizer(tokenizer, tools)
-        if not training_args.assistant_only_loss:  # the calculator's replies are read, not written, by the model
-            training_args.assistant_only_loss = True
-            print("  note       tools: the loss covers the assistant's turns only (assistant_only_loss), not the "
-                  "tool replies", flush=True)
+        # the calculator's replies are read, not written, by the model (the run header says so)
+        training_args.assistant_only_loss = True
     train_ds, eval_ds = data.load(script_args, training_args, tokenizer)  # column errors before the model loads
     run.header(recipe, train_ds, eval_ds)
     trainer = SFTTrainer(
