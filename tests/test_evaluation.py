@@ -256,7 +256,8 @@ def test_system_prompt_comes_from_the_models_recipe(tmp_path):
 KEYS = {"model", "dataset", "split", "n", "k", "accuracy", "accuracy_lenient", "format", "sampled_accuracy",
         "pass_at_k", "maj_at_k", "pass_at", "mean_completion_tokens", "mean_sampled_completion_tokens", "truncated",
         "unscored", "temperature", "max_new_tokens", "seed", "system_prompt", "system_prompt_source",
-        "prompt_format", "seconds", "breakdown", "problems"}
+        "prompt_format", "seconds", "breakdown", "problems", "tools", "tool_use", "sampled_tool_use",
+        "max_tool_calling_iterations"}
 
 
 def test_tiny_model_on_synthetic_runs_and_greedy_is_deterministic(micro_model_dir):
@@ -268,6 +269,7 @@ def test_tiny_model_on_synthetic_runs_and_greedy_is_deterministic(micro_model_di
     b = evaluate_model(model, "synthetic:gsm8k", limit=8, max_new_tokens=16, batch_size=8, tokenizer=tokenizer,
                        progress=False)
     assert set(a) == KEYS and set(b) == KEYS
+    assert (a["tools"], a["tool_use"], a["sampled_tool_use"]) == (None, None, None)  # no tools, nothing claimed
     assert (a["n"], a["k"], b["k"], a["split"], a["prompt_format"]) == (8, 2, 1, "test", "chat_template")
     for key in ("accuracy", "accuracy_lenient", "format", "sampled_accuracy", "pass_at_k", "maj_at_k", "truncated"):
         assert 0.0 <= a[key] <= 1.0

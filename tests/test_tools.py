@@ -5,12 +5,15 @@ import json
 import re
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from thinktrain.errors import RecipeError
+
+ROOT = Path(__file__).resolve().parents[1]
 from thinktrain.tools import MAX_CHARS, CalcError, calculator, exact, load_tools, show, tool_calls
 
 # --------------------------------------------------------------------------- the calculator
@@ -288,3 +291,84 @@ def test_real_gsm8k_annotations_become_calls():
             same += completion_text(turns) == think_answer(row["answer"])
     assert calls > 1000 and agree / calls > 0.97, (calls, agree)
     assert same / len(rows) > 0.9
+
+
+# --------------------------------------------------------------------------- rewards, card, report see tool use
+
+
+def test_rewards_judge_the_whole_tool_conversation_and_never_crash():
+    from thinktrain import rewards
+    from thinktrain.rewards import (accuracy_reward, arithmetic_reward, completion_text, format_reward,
+                                    tool_use_reward)
+
+    done = CONVERSATION[2:]
+    # kept calling tools, never answered: scored 0, not crashed on
+    add = {"type": "function", "function": {"name": "calculator", "arguments": {"expression": "3+4"}}}
+    looping = [{"role": "assistant", "content": "<think>\nFirst 3 + 4 = ", "tool_calls": [add]},
+               {"role": "tool", "name": "calculator", "content": "7"},
+               {"role": "assistant", "content": " and again ", "tool_calls": [add]}]
+    failed = [CONVERSATION[2], {"role": "tool", "name": "calculator", "content": "error: division by zero"},
+              CONVERSATION[4]]
+    before = rewards.errors
+    assert accuracy_reward([done, looping, failed], solution=["12"] * 3) == [1.0, 0.0, 1.0]
+    assert format_reward([done, looping, failed]) == [1.0, 0.0, 1.0]
+    assert arithmetic_reward([done]) == [1.0]  # "3 * 4 = " + "12": the reply completes the equation
+    assert tool_use_reward([done, looping, failed, [{"role": "assistant", "content": "x"}], "text", None]) == \
+        [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    assert rewards.errors == before
+    # Qwen's parser splits <think> off into reasoning_content: it is put back
+    qwen = [{"role": "assistant", "reasoning_content": "3 * 4 = 12", "content": "<answer>\n12\n</answer>"}]
+    assert completion_text(qwen) == "<think>\n3 * 4 = 12\n</think>\n<answer>\n12\n</answer>"
+    assert format_reward([qwen]) == [1.0]
+
+
+def test_model_card_and_header_say_tools_were_used(tmp_path):
+    from thinktrain.hub import model_card
+    from thinktrain.recipe import parse
+
+    recipe = parse([str(ROOT / "recipes/tiny/grpo.yaml"), "--tools", "calculator", "--output_dir", str(tmp_path),
+                    "--max_tool_calling_iterations", "4"])
+    card = model_card(recipe.script_args, recipe.training_args, recipe.model_args, {}, recipe.resolved())
+    assert "- tool-use" in card
+    assert "trained to call tools while it thinks: `calculator`" in card
+    assert "thinktrain eval --tools calculator" in card
+    from thinktrain.run import header
+
+    class Rows(list):
+        pass
+
+    text = header(recipe, Rows([1, 2]), None)
+    assert "  tools      calculator (called while sampling, replies count against the token budget, at most 4 " \
+           "rounds)" in text
+
+
+def test_unknown_or_empty_tools_stop_the_recipe_in_one_line():
+    from thinktrain.recipe import parse
+
+    with pytest.raises(RecipeError, match=r"^tools: unknown tool 'calculato' \(did you mean 'calculator'\?\)"):
+        parse([str(ROOT / "recipes/tiny/grpo.yaml"), "--tools", "calculato"])
+    with pytest.raises(RecipeError, match=r"^tools: sft turns the data's <<expr=result>> annotations into calculator "
+                                          r"calls; add calculator to tools"):
+        parse([str(ROOT / "recipes/tiny/sft.yaml"), "--tools", "test_tools:typed_tool"])
+
+
+def typed_tool(x: str) -> str:
+    """Echo.
+
+    Args:
+        x: anything
+    """
+    return x
+
+
+def test_report_shows_tool_use(tmp_path):
+    from thinktrain.report import write_report
+
+    (tmp_path / "results.json").write_text(json.dumps({
+        "sft": {"accuracy": 0.9, "n": 500, "k": 8, "sampled_accuracy": 0.6, "pass_at_k": 0.95, "tool_use": 1.0,
+                "sampled_tool_use": 0.937},
+        "grpo": {"accuracy": 0.9, "n": 500, "k": 8, "sampled_accuracy": 0.9, "pass_at_k": 0.96, "tool_use": 1.0,
+                 "sampled_tool_use": 1.0}}))
+    text = write_report(tmp_path).read_text()
+    assert "| stage | n | k | pass@1 | sampled | pass@8 | tool use | tool use (sampled) |" in text
+    assert "| sft | 500 | 8 | 90.0% | 60.0% | 95.0% | 100.0% | 93.7% |" in text

@@ -21,6 +21,7 @@ from .recipe import Parser
 STAGE_ORDER = ("pretrain", "sft", "rft", "grpo")
 EVAL_COLUMNS = {"accuracy": "pass@1", "accuracy_lenient": "lenient", "sampled_accuracy": "sampled",
                 "pass_at_k": "pass@k", "maj_at_k": "maj@k"}
+TOOL_COLUMNS = {"tool_use": "tool use", "sampled_tool_use": "tool use (sampled)"}
 _COMPONENT = re.compile(r"^rewards/(.+)/mean$")
 
 
@@ -141,9 +142,13 @@ def write_report(out_dir) -> Path:
     if results:
         columns = eval_columns(results)
         keys = list(columns)
-        lines += ["## Evaluation", "", "| stage | n | k | " + " | ".join(columns.values()) + " |",
-                  "|---|---:|---:|" + "---:|" * len(keys)]
-        lines += [f"| {name} | {_fmt(r.get('n'))} | {_fmt(r.get('k'))} | " + " | ".join(pct(r.get(k)) for k in keys)
+        # with tools: the share of completions that called one (greedy, sampled); not plotted
+        tool_columns = {k: label for k, label in TOOL_COLUMNS.items() if any(r.get(k) is not None
+                                                                              for r in results.values())}
+        shown = {**columns, **tool_columns}
+        lines += ["## Evaluation", "", "| stage | n | k | " + " | ".join(shown.values()) + " |",
+                  "|---|---:|---:|" + "---:|" * len(shown)]
+        lines += [f"| {name} | {_fmt(r.get('n'))} | {_fmt(r.get('k'))} | " + " | ".join(pct(r.get(k)) for k in shown)
                   + " |" for name, r in results.items()]
         plot_eval(results, columns, out / "eval_accuracy.png")
         sampled = ", ".join(columns[k] for k in keys[2:])
