@@ -209,7 +209,7 @@ def to_sft(ds, script_args):
     _require(ds, [q, a], script_args.dataset_name,
              "SFT needs messages, text, prompt+completion, or a question and an answer")
 
-    tools = tool_schemas(script_args.tools)
+    tools = tool_schemas(getattr(script_args, "tools", None))
 
     def shape(row):
         answer = row[a]

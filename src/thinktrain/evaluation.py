@@ -572,7 +572,7 @@ def main(argv: list[str]) -> int:
 
         from .tools import load_tools, prepare_tokenizer
 
-        prepare_tokenizer(AutoTokenizer.from_pretrained(args.model), load_tools(args.tools), where="--model")
+        prepare_tokenizer(AutoTokenizer.from_pretrained(args.model), load_tools(args.tools))
     problems = load_problems(args)  # loaded and checked once, before the model
     result = evaluate_model(args.model, problems, args)
     print(format_table(result), flush=True)

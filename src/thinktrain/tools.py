@@ -246,7 +246,7 @@ def load_tools(names) -> list[Callable]:
     return out
 
 
-def prepare_tokenizer(tokenizer, tools, where: str = "model_name_or_path"):
+def prepare_tokenizer(tokenizer, tools):
     """Make `tokenizer` ready for TRL's tool loop, or refuse in one line (before the model loads): its chat
     template must render tool calls and replies (TRL's supports_tool_calling), and parse_response must be able to
     read calls back (a response_template: thinktrain's scratch tokenizers carry theirs, TRL knows Qwen2.5/Qwen3/
