@@ -1,6 +1,6 @@
 """thinktrain's cost over a plain TRL script doing the same job: training throughput and start-up time.
 
-    .venv/bin/python bench/bench_overhead.py                 # 6 ABBA rounds of SFT and GRPO, ~13 min alone on 2 cores
+    .venv/bin/python bench/bench_overhead.py                 # 6 ABBA rounds of SFT and GRPO, ~16 min alone on 2 cores
     .venv/bin/python bench/bench_overhead.py --rounds 10 --tasks grpo
     .venv/bin/python bench/bench_overhead.py --quick         # 1 round, a few steps: checks that it works
 
