@@ -1,7 +1,8 @@
 """Deterministic GSM8K-style word problems, so a tiny model can learn to reason offline (`synthetic:gsm8k`).
 
 Problems come in GSM8K's own shape, {"question", "answer"}, so the same code trains on both: the answer is a
-worked solution with one computation `a op b = c` per line (no <<calculator>> annotations) and `#### N` last.
+worked solution with one computation `a op b = <<a op b=c>>c` per line (GSM8K's calculator annotation, which
+SFT strips or, with tools, turns into a calculator call) and `#### N` last.
 `steps` and `template` ride along for per-difficulty evaluation. Splits: exposition (pretraining prose, {"text"}),
 worked (SFT), practice (GRPO), test (held-out). See docs/synthetic.md.
 
