@@ -342,8 +342,13 @@ def test_model_card_and_header_say_tools_were_used(tmp_path):
            "rounds)" in text
 
 
-def test_unknown_or_empty_tools_stop_the_recipe_in_one_line():
+def test_unknown_or_empty_tools_stop_the_recipe_in_one_line(tmp_path):
     from thinktrain.recipe import parse
+
+    recipe = tmp_path / "empty.yaml"
+    recipe.write_text((ROOT / "recipes/tiny/grpo.yaml").read_text() + "tools: []\n")
+    with pytest.raises(RecipeError, match=r"^tools is empty: name at least one tool"):
+        parse([str(recipe)])
 
     with pytest.raises(RecipeError, match=r"^tools: unknown tool 'calculato' \(did you mean 'calculator'\?\)"):
         parse([str(ROOT / "recipes/tiny/grpo.yaml"), "--tools", "calculato"])

@@ -7,12 +7,13 @@ import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from thinktrain.tools import calculator
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]
 SYSTEM = "Think."
 QUESTION = "What is 2 + 3?"
 ROW = {"question": QUESTION, "answer": "2 + 3 = <<2+3=5>>5 in all.\n#### 5"}
@@ -63,9 +64,9 @@ def calculator_model(tmp_path_factory):
 def test_sft_with_tools_trains_the_calls_not_the_replies(calculator_model):
     """The saved model's tokenizer carries the tool tags and the response template; the SFT labels cover the
     assistant's call tokens and none of the calculator's reply."""
-    from transformers import AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
     from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
 
     from thinktrain.data import tool_conversation, tool_schemas
 
@@ -77,8 +78,6 @@ def test_sft_with_tools_trains_the_calls_not_the_replies(calculator_model):
     prompt = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
     ds = Dataset.from_list([{"prompt": prompt, "completion": tool_conversation(ROW["answer"]),
                              "tools": tool_schemas(["calculator"])}])
-    from transformers import AutoModelForCausalLM
-
     trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(out), processing_class=tok, train_dataset=ds,
                          args=SFTConfig(output_dir=str(out.parent / "x"), assistant_only_loss=True, use_cpu=True,
                                         report_to="none", max_length=512))

@@ -31,7 +31,7 @@ TOOL_TAGS = ("<tool_call>", "</tool_call>")
 # prompt/completion format requires. No bos in the template: chats start at <|im_start|>.
 # Tool calls, compact: the assistant's text, then `<tool_call>NAME {json args}</tool_call>` per call, then
 # <|im_end|> (the turn ends, the tool runs); a reply is a `tool` turn. No tool schema is written into the prompt
-# (a Qwen-style template adds ~650 tokens of JSON schema per GSM8K prompt): a model trained here learns its
+# (a Qwen-style template adds every tool's JSON schema to every prompt): a model trained here learns its
 # tools from its SFT data. Without tool_calls every message renders exactly as before tools existed.
 CHAT_TEMPLATE = (
     "{%- for message in messages %}"
