@@ -3,15 +3,22 @@ VENV ?= .venv
 PY   := $(VENV)/bin/python
 OUT  ?= runs/demo
 
-.PHONY: demo test install clean
+.PHONY: demo test test-fast install lock clean
 
-# The venv is (re)built when pyproject.toml changes. With no NVIDIA GPU, torch's CPU build goes in first so
-# that pip does not pull a multi-GB CUDA build as a dependency.
-$(VENV)/.installed: pyproject.toml
+# The set-up installs the lock (requirements/), the exact versions CI tested, transitive ones included; pyproject.toml
+# keeps ranges for users who `pip install` the package. No NVIDIA GPU: requirements/cpu.txt, where torch's CPU build
+# is what pip finds first for `torch==2.13.0` on these machines (elsewhere PyPI's build); with one: requirements/gpu.txt
+# (adds vLLM). pip, not uv, installs: pip reads this machine's configuration (where its CPU torch wheel lies).
+LOCK ?= $(if $(shell command -v nvidia-smi 2>/dev/null),requirements/gpu.txt,requirements/cpu.txt)
+PIP_VERSION := 26.3
+UV_VERSION  := 0.13.9
+
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	command -v nvidia-smi >/dev/null 2>&1 || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q pip==$(PIP_VERSION)
+	$(PY) -m pip install -q -r $(LOCK)
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip check
 	touch $@
 
 install: $(VENV)/.installed
@@ -30,6 +37,26 @@ demo: $(VENV)/.installed
 # The whole suite, slow and real-data/real-model tests included (CI runs this).
 test: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+# The inner loop while developing: unit tests and the quick integration ones (not `slow`): 727 tests in ~1 minute.
+test-fast: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -ra -m "not slow" $(PYTEST_ARGS)
+
+# Re-resolve the locks after a change to pyproject.toml, keeping every pin that still fits; UPGRADE=1 moves every
+# package to its newest release within pyproject's ranges. Then `make test` (a fresh venv: rm -r .venv first).
+# The CPU lock is resolved against torch's CPU build (requirements/constraints-cpu.in), which the resolver must see:
+# pip's find-links on these machines; elsewhere LOCK_ARGS="--extra-index-url <PyTorch's CPU wheel index>".
+UV := $(VENV)/bin/uv
+LOCK_FLAGS = $(if $(UPGRADE),--upgrade) $(LOCK_ARGS) --quiet --custom-compile-command "make lock"
+lock:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q uv==$(UV_VERSION)
+	$(UV) pip compile pyproject.toml --extra dev --universal -c requirements/constraints-cpu.in $(LOCK_FLAGS) \
+		$(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS)) -o requirements/cpu.txt
+	sed -i 's/^torch==\([0-9.]*\)+cpu/torch==\1/' requirements/cpu.txt
+	! grep -q '^nvidia-' requirements/cpu.txt || { echo "lock: requirements/cpu.txt pulled CUDA libraries: the resolver did not see torch's CPU build" >&2; exit 1; }
+	$(UV) pip compile pyproject.toml --extra dev --extra vllm --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 -c requirements/constraints-gpu.in $(LOCK_FLAGS) -o requirements/gpu.txt
 
 clean:
 	rm -rf $(OUT) runs/tiny

@@ -242,6 +242,11 @@ def test_launchers_accelerate_and_script(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "world_size=1" in proc.stdout and (out / "model.safetensors").is_file()
+    # A real run starts with its header: no library's start-up line before it (DeepSpeed's "Setting accelerator to
+    # CPU", kernels' offline "Skipping publisher trust check"), and none after it either.
+    assert proc.stdout.startswith("thinktrain sft: scratch:micro\n"), proc.stdout[:500]
+    for noise in ("Setting accelerator to CPU", "publisher trust", "[WARNING]"):
+        assert noise not in proc.stdout + proc.stderr, noise
     proc = subprocess.run([sys.executable, "src/train.py", "recipes/tiny/sft.yaml", "--max_stepz", "2"],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and "did you mean 'max_steps'" in proc.stderr

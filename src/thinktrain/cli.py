@@ -17,6 +17,14 @@ warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecate
 # raise its logger's level (the standard logging seam) before anything imports bitsandbytes, so a refused recipe
 # prints its one line only.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+# kernels (transformers' hub-kernel loader, >= 0.19) warns at every offline start that it skips the publisher trust
+# check of the kernel bitsandbytes asks for ("Skipping publisher trust check for 'kernels-community/...'"). Offline is
+# the user's choice and no kernel is fetched; the same seam quiets it. Its refusals (untrusted publisher) still raise.
+logging.getLogger("kernels._internals.hf_hub").setLevel(logging.ERROR)
+# DeepSpeed (imported by transformers wherever it is installed) warns "Setting accelerator to CPU. If you have GPU..."
+# at every start on a machine without one; the run header already says where it runs. Its logger resets its level
+# when deepspeed creates it, so a filter (which that keeps) drops that one message.
+logging.getLogger("DeepSpeed").addFilter(lambda record: not record.getMessage().startswith("Setting accelerator to CPU"))
 
 USAGE = """usage: thinktrain train RECIPE.yaml [--key value ...]
        thinktrain eval --model PATH --dataset NAME_OR_FILE [--split test] [--limit N] [--num_samples k] ...
