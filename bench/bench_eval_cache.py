@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_eval_cache.py [--model runs/demo/sft] [--limit 500] [--samples 2]
 
-Generates the held-out problems' completions with `thinktrain.evaluation.generate` (the demo's settings: 96 new
+Generates the held-out problems' completions with `thinktrain.generation.generate` (the demo's settings: 96 new
 tokens, batches of 512, the model's chat template and the recipe's system prompt) once with each cache, greedy
 and then sampled at T = 1.0 from the same seed, and prints seconds, the speed-up and how many completions are
 token-for-token identical (they must all be: the cache is a speed choice, never a result change). The dynamic
@@ -32,24 +32,28 @@ def main() -> None:
 
     from transformers import set_seed
 
-    from thinktrain import evaluation as E
+    from thinktrain import generation as G
+    from thinktrain.configs import EvalArguments
+    from thinktrain.data import to_grpo
+    from thinktrain.evaluation import load_problems
+    from thinktrain.models import load_checkpoint
 
-    model, tok = E.load_model(a.model, device="cpu")
-    rows = E.shape_problems(E.load_problems("synthetic:gsm8k", split="test", limit=a.limit), SYSTEM)
-    prompts = [E.render(tok, r["prompt"]) for r in rows]
-    static = E._cache
+    model, tok = load_checkpoint(a.model, device="cpu")
+    problems = load_problems(EvalArguments(dataset="synthetic:gsm8k", split="test", limit=a.limit))
+    prompts, _ = G.encode_prompts(tok, to_grpo(problems, "question", "answer", SYSTEM, "synthetic:gsm8k")["prompt"])
+    static = G._cache
     results = {}
     for name, cache in (("dynamic (default)", lambda device: {}), ("static (thinktrain)", static)):
-        E._cache = cache
+        G._cache = cache
         t = time.perf_counter()
-        greedy = E.generate(model, tok, prompts, max_new_tokens=96, batch_size=512, progress=False)
+        greedy = G.generate(model, tok, prompts, max_new_tokens=96, batch_size=512, progress=False)
         t_greedy = time.perf_counter() - t
         set_seed(0)
         t = time.perf_counter()
-        sampled = E.generate(model, tok, prompts * a.samples, max_new_tokens=96, batch_size=512, do_sample=True,
+        sampled = G.generate(model, tok, prompts * a.samples, max_new_tokens=96, batch_size=512, do_sample=True,
                              progress=False)
         results[name] = (t_greedy, time.perf_counter() - t, greedy, sampled)
-    E._cache = static
+    G._cache = static
     (dg, ds, g0, s0), (sg, ss, g1, s1) = results.values()
     print(f"\nevaluation generation on CPU: {a.model}, {len(prompts)} problems, 96 new tokens, batches of 512")
     print(f"{'cache':<20} {'greedy s':>9} {'sampled s':>10}")

@@ -48,23 +48,44 @@ def run_cli(capsys):
     return run
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory):
-    """A saved tiny Llama + byte-level tokenizer: stands in for a Hub checkpoint (from_pretrained path)."""
+def build_micro_model(out: Path, *, qwen: bool = False) -> Path:
+    """Save the `scratch:micro` preset, randomly initialised (seed 0), with thinktrain's byte-level tokenizer into
+    `out`: a Llama (the tokenizer's ChatML template), or with `qwen` a Qwen2-architecture model whose tokenizer
+    carries Qwen2.5's own chat template (tools and all, as TRL ships it). Stands in for a Hub checkpoint
+    (the from_pretrained path), nothing downloaded. The one builder behind every micro-model fixture."""
     import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
     from thinktrain.models import PRESETS
     from thinktrain.tokenizer import build_tokenizer
 
-    out = tmp_path_factory.mktemp("tiny-model")
     tok = build_tokenizer(None)
-    config = LlamaConfig(vocab_size=len(tok), tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **PRESETS["micro"])
+    fields = dict(vocab_size=len(tok), tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
+                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **PRESETS["micro"])
+    if qwen:
+        from trl.chat_template_utils import qwen2_5_chat_template
+
+        tok.chat_template = qwen2_5_chat_template
+        config = Qwen2Config(max_position_embeddings=4096, **fields)
+    else:
+        config = LlamaConfig(**fields)
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def make_micro_model(tmp_path_factory):
+    """build_micro_model as a fixture: make_micro_model(name, qwen=False) saves a fresh micro model into a new
+    folder of pytest's tmp (named after `name`) and returns it; for test modules that build their own copy."""
+    return lambda name, **kwargs: build_micro_model(tmp_path_factory.mktemp(name), **kwargs)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(make_micro_model):
+    """A saved tiny Llama + byte-level tokenizer: stands in for a Hub checkpoint (from_pretrained path)."""
+    return make_micro_model("tiny-model")
 
 
 @pytest.fixture(scope="session")
@@ -85,23 +106,7 @@ def gsm8k_sample(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_qwen_dir(tmp_path_factory):
+def tiny_qwen_dir(make_micro_model):
     """A saved tiny Qwen2-architecture model whose tokenizer carries Qwen2.5's own chat template (tools and all,
     as TRL ships it): stands in for Qwen/Qwen2.5-0.5B-Instruct in the tools recipe, nothing downloaded."""
-    import torch
-    from transformers import AutoModelForCausalLM, Qwen2Config
-    from trl.chat_template_utils import qwen2_5_chat_template
-
-    from thinktrain.models import PRESETS
-    from thinktrain.tokenizer import build_tokenizer
-
-    out = tmp_path_factory.mktemp("tiny-qwen")
-    tok = build_tokenizer(None)
-    tok.chat_template = qwen2_5_chat_template
-    config = Qwen2Config(vocab_size=len(tok), tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, max_position_embeddings=4096,
-                         **PRESETS["micro"])
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return make_micro_model("tiny-qwen", qwen=True)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from thinktrain import evaluation
-from thinktrain.evaluation import Completion, answer_groups, evaluate_model, majority_vote, pass_at_k
+from thinktrain import evaluation, generation
+from thinktrain.evaluation import answer_groups, evaluate_model, majority_vote, pass_at_k
+from thinktrain.generation import Completion
 
 METRIC_DIR = Path(evaluation.__file__).parent / "metrics" / "gsm8k_accuracy"
 
@@ -25,22 +26,10 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def micro_model_dir(tmp_path_factory):
-    """A saved 0.1M-parameter Llama with thinktrain's byte-level tokenizer (ChatML template)."""
-    import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    from thinktrain.tokenizer import build_tokenizer
-
-    out = tmp_path_factory.mktemp("micro-model")
-    tok = build_tokenizer(None)
-    config = LlamaConfig(vocab_size=len(tok), tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, hidden_size=64,
-                         intermediate_size=192, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+def micro_model_dir(make_micro_model):
+    """A saved 0.1M-parameter Llama with thinktrain's byte-level tokenizer (ChatML template): this module's own copy
+    of conftest's micro model."""
+    return make_micro_model("micro-model")
 
 
 # --------------------------------------------------------------------------- the metric module
@@ -167,7 +156,7 @@ def _stub_generate(monkeypatch):
             out.append(Completion(text, 10 * (i + 1), i != 3))
         return out
 
-    monkeypatch.setattr(evaluation, "generate", fake)
+    monkeypatch.setattr(generation, "generate", fake)
     return calls
 
 
@@ -261,7 +250,7 @@ KEYS = {"model", "dataset", "split", "n", "k", "accuracy", "accuracy_lenient", "
 
 
 def test_tiny_model_on_synthetic_runs_and_greedy_is_deterministic(micro_model_dir):
-    from thinktrain.evaluation import load_checkpoint
+    from thinktrain.models import load_checkpoint
 
     a = evaluate_model(str(micro_model_dir), "synthetic:gsm8k", limit=8, max_new_tokens=16, batch_size=3,
                        num_samples=2, progress=False)
@@ -287,7 +276,8 @@ def test_tiny_model_on_synthetic_runs_and_greedy_is_deterministic(micro_model_di
 
 def test_generate_pads_left_and_stops_at_eos(micro_model_dir):
     """A prompt alone or batched with a longer one gives the same greedy completion (left padding is right)."""
-    from thinktrain.evaluation import generate, load_checkpoint
+    from thinktrain.generation import generate
+    from thinktrain.models import load_checkpoint
 
     model, tok = load_checkpoint(str(micro_model_dir))
     short, long = "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n", "<|im_start|>user\n" + "x" * 40
@@ -301,14 +291,15 @@ def test_static_cache_on_cpu_gives_the_dynamic_caches_completions(micro_model_di
     """The CPU speed-up (a static KV cache) must not change a single token, greedy or sampled."""
     from transformers import set_seed
 
-    from thinktrain.evaluation import generate, load_checkpoint
+    from thinktrain.generation import generate
+    from thinktrain.models import load_checkpoint
 
     model, tok = load_checkpoint(str(micro_model_dir))
-    assert evaluation._cache(model.device) == {"cache_implementation": "static"}  # what a CPU run uses
+    assert generation._cache(model.device) == {"cache_implementation": "static"}  # what a CPU run uses
     prompts = [f"<|im_start|>user\n{'x' * n} {n}+{n}?<|im_end|>\n<|im_start|>assistant\n" for n in range(0, 30, 3)]
     runs = []
     for cache in ({"cache_implementation": "static"}, {}):
-        monkeypatch.setattr(evaluation, "_cache", lambda device, c=cache: c)
+        monkeypatch.setattr(generation, "_cache", lambda device, c=cache: c)
         greedy = generate(model, tok, prompts, max_new_tokens=20, batch_size=4, progress=False)
         set_seed(0)
         sampled = generate(model, tok, prompts * 2, max_new_tokens=20, batch_size=8, do_sample=True, progress=False)

@@ -1,7 +1,7 @@
-"""Faults during a run (run.guard_finite, run.lock_output_dir): a NaN/inf loss, gradient norm or weight stops the run
-with one line (exit 1) and leaves only finite weights in output_dir; a second run on the same output_dir is refused
-in one line while the first lives, and a lock left by a killed run is taken over. (A lock left by a SIGKILLed run
-and taken over by its rerun: tests/test_resume.py.)"""
+"""Faults during a run (guard.guard_finite, output_lock.lock_output_dir): a NaN/inf loss, gradient norm or weight
+stops the run with one line (exit 1) and leaves only finite weights in output_dir; a second run on the same
+output_dir is refused in one line while the first lives, and a killed run's lock is free at once (the kernel
+releases it). (A SIGKILLed run's rerun: tests/test_resume.py.)"""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from thinktrain import run
+from thinktrain import output_lock, run
 from thinktrain.errors import RunError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def test_a_nan_run_stops_in_one_line_keeps_its_good_checkpoints_and_goes_on_at_a
     assert sorted(p.name for p in out.glob("checkpoint-*")) == [f"checkpoint-{i}" for i in range(1, step)]
     for checkpoint in out.glob("checkpoint-*"):
         finite_weights(checkpoint / "model.safetensors")
-    assert not (out / run.LOCK).exists()  # released on the error
+    assert not output_lock.is_locked(out)  # released on the error
 
     # keep going from checkpoint-1 (the last one before the rate took off) at a lower rate: the resumed schedule
     # uses it (the Trainer alone would restore the checkpoint's 1e6)
@@ -83,7 +83,7 @@ def test_a_nan_run_stops_in_one_line_keeps_its_good_checkpoints_and_goes_on_at_a
     assert max((final[k] - start[k]).abs().max().item() for k in start) < 1e-2
     after = finite_weights(out / "checkpoint-2/model.safetensors")  # an earlier checkpoint is never overwritten
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert not (out / run.LOCK).exists()
+    assert not output_lock.is_locked(out)
 
 
 # --------------------------------------------------------------------------- NaN / inf, each check on a toy model
@@ -140,7 +140,7 @@ def test_a_nan_loss_or_gradient_norm_stops_before_the_optimizer_step(tmp_path, f
     assert str(e.value) == message
     assert torch.isfinite(trainer.model.w).all()  # stopped before the step that would have written the NaN
     assert trainer.state.global_step == 1
-    assert not (Path(recipe.training_args.output_dir) / run.LOCK).exists()
+    assert not output_lock.is_locked(recipe.training_args.output_dir)
 
 
 @pytest.mark.slow
@@ -175,91 +175,71 @@ def args_for(out: Path, process_index: int = 0):
     return SimpleNamespace(output_dir=str(out), process_index=process_index)
 
 
+HOLD = ("import sys, time; from types import SimpleNamespace; from thinktrain import output_lock; "
+        "output_lock.lock_output_dir(SimpleNamespace(output_dir=sys.argv[1], process_index=0)); "
+        "print('locked', flush=True); time.sleep(300)")
+
+
 @pytest.fixture
-def other_process():
-    """A live process of this host that is not this one (its pid and start time)."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+def holder(tmp_path):
+    """Another live process that holds tmp_path's lock, as a run's main process does."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], env=ENV, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
     yield proc
     proc.kill()
     proc.wait()
 
 
-def write_lock(out: Path, pid: int, host: str | None = None, started=None) -> str:
-    out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"pid": pid, "host": host or socket.gethostname(),
-                       "started": run._start_time(pid) if started is None else started, "since": "2026-01-01 00:00:00"})
-    (out / run.LOCK).write_text(text)
-    return text
-
-
 def test_the_lock_names_its_owner_and_is_released(tmp_path):
     out = tmp_path / "new" / "run"  # made if missing
-    run.lock_output_dir(args_for(out))
-    owner = json.loads((out / run.LOCK).read_text())
+    output_lock.lock_output_dir(args_for(out))
+    owner = json.loads((out / output_lock.OWNER).read_text())
     assert owner["pid"] == os.getpid() and owner["host"] == socket.gethostname()
-    assert owner["started"] == run._start_time(os.getpid())
-    run.unlock_output_dir(args_for(out))
-    assert not (out / run.LOCK).exists() and os.listdir(out) == []
+    assert output_lock.is_locked(out)
+    output_lock.lock_output_dir(args_for(out))  # the same process again: already its own
+    output_lock.unlock_output_dir(args_for(out))
+    assert not output_lock.is_locked(out) and os.listdir(out) == [output_lock.LOCK]
 
 
-def test_a_live_run_refuses_a_second_one(tmp_path, other_process):
-    text = write_lock(tmp_path, other_process.pid)
+def test_a_live_run_refuses_a_second_one(tmp_path, holder):
+    since = json.loads((tmp_path / output_lock.OWNER).read_text())["since"]
     with pytest.raises(RunError) as e:
-        run.lock_output_dir(args_for(tmp_path))
-    assert str(e.value) == (f"output_dir {tmp_path} is in use by another run (pid {other_process.pid}, since "
-                            f"2026-01-01 00:00:00); wait for it to end or use another output_dir")
-    assert (tmp_path / run.LOCK).read_text() == text  # untouched
-    run.unlock_output_dir(args_for(tmp_path))  # not ours: stays
-    assert (tmp_path / run.LOCK).read_text() == text
+        output_lock.lock_output_dir(args_for(tmp_path))
+    assert str(e.value) == (f"output_dir {tmp_path} is in use by another run (pid {holder.pid} on "
+                            f"{socket.gethostname()}, since {since}); wait for it to end or use another output_dir")
+    output_lock.unlock_output_dir(args_for(tmp_path))  # not ours: nothing happens
+    assert output_lock.is_locked(tmp_path) and (tmp_path / output_lock.OWNER).is_file()
 
 
-def test_a_lock_of_a_killed_run_is_taken_over(tmp_path, other_process):
-    write_lock(tmp_path, other_process.pid)
-    other_process.send_signal(signal.SIGKILL)
-    other_process.wait()
-    run.lock_output_dir(args_for(tmp_path))
-    assert json.loads((tmp_path / run.LOCK).read_text())["pid"] == os.getpid()
-    run.unlock_output_dir(args_for(tmp_path))
-    assert not (tmp_path / run.LOCK).exists()
+def test_a_killed_run_leaves_no_lock_behind(tmp_path, holder):
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert not output_lock.is_locked(tmp_path)  # the kernel released it: nothing stale to judge or take over
+    output_lock.lock_output_dir(args_for(tmp_path))
+    assert json.loads((tmp_path / output_lock.OWNER).read_text())["pid"] == os.getpid()
+    output_lock.unlock_output_dir(args_for(tmp_path))
 
 
-def test_a_pid_reused_by_another_process_does_not_keep_a_lock(tmp_path, other_process):
-    write_lock(tmp_path, other_process.pid, started=1)  # the pid lives, but it is not the process that locked
-    run.lock_output_dir(args_for(tmp_path))
-    assert json.loads((tmp_path / run.LOCK).read_text())["pid"] == os.getpid()
-    run.unlock_output_dir(args_for(tmp_path))
+def test_a_refusal_without_owner_file_still_says_in_use(tmp_path, holder):
+    (tmp_path / output_lock.OWNER).unlink()
+    with pytest.raises(RunError, match=r"^output_dir .* is in use by another run; wait for it to end"):
+        output_lock.lock_output_dir(args_for(tmp_path))
 
 
-def test_a_lock_from_another_host_is_refused_with_the_way_out(tmp_path):
-    write_lock(tmp_path, 12345, host="elsewhere", started=7)
-    with pytest.raises(RunError) as e:
-        run.lock_output_dir(args_for(tmp_path))
-    assert str(e.value) == (f"output_dir {tmp_path} is in use by pid 12345 on elsewhere (since 2026-01-01 00:00:00); "
-                            f"use another output_dir, or delete {tmp_path / run.LOCK} if that run is gone")
-
-
-def test_only_the_main_process_of_a_launch_locks(tmp_path, other_process):
+def test_only_the_main_process_of_a_launch_locks(tmp_path, holder):
     # rank 1 of a launch whose rank 0 (here: another live process) holds the lock goes on under that lock
-    text = write_lock(tmp_path, other_process.pid)
-    run.lock_output_dir(args_for(tmp_path, process_index=1))
-    run.unlock_output_dir(args_for(tmp_path, process_index=1))
-    assert (tmp_path / run.LOCK).read_text() == text
+    output_lock.lock_output_dir(args_for(tmp_path, process_index=1))
+    output_lock.unlock_output_dir(args_for(tmp_path, process_index=1))
+    assert output_lock.is_locked(tmp_path)
 
 
-def test_a_lock_taken_over_by_a_later_run_is_not_removed_by_the_earlier_one(tmp_path, other_process):
-    run.lock_output_dir(args_for(tmp_path))
-    text = write_lock(tmp_path, other_process.pid)  # as if this run had been judged gone and another took over
-    run.unlock_output_dir(args_for(tmp_path))
-    assert (tmp_path / run.LOCK).read_text() == text
-
-
-def test_racing_runs_on_a_stale_lock_end_with_exactly_one_owner(tmp_path):
-    write_lock(tmp_path, 2 ** 22 + 12345, started=1)  # no such pid: stale
-    code = ("import sys; from types import SimpleNamespace; from thinktrain import run; "
+def test_racing_runs_end_with_exactly_one_owner(tmp_path):
+    code = ("import sys; from types import SimpleNamespace; from thinktrain import output_lock; "
             "from thinktrain.errors import RunError\n"
             "print('ready', flush=True); sys.stdin.readline()\n"  # all four try at once
             "try:\n"
-            f"    run.lock_output_dir(SimpleNamespace(output_dir={str(tmp_path)!r}, process_index=0)); print('owner')\n"
+            f"    output_lock.lock_output_dir(SimpleNamespace(output_dir={str(tmp_path)!r}, process_index=0)); "
+            "print('owner')\n"
             "except RunError: print('refused')\n"
             "sys.stdout.flush(); sys.stdin.readline()\n")  # the owner holds the lock until the test has all answers
     procs = [subprocess.Popen([sys.executable, "-c", code], env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -272,24 +252,22 @@ def test_racing_runs_on_a_stale_lock_end_with_exactly_one_owner(tmp_path):
     for p in procs:
         p.communicate("")
     assert results == ["owner", "refused", "refused", "refused"]
-    assert not (tmp_path / run.LOCK).exists()  # released when its owner exited (atexit)
+    assert not output_lock.is_locked(tmp_path)  # released when its owner exited
 
 
 @pytest.mark.slow
 def test_a_second_run_on_a_busy_output_dir_is_refused_in_one_line(tmp_path):
     out = tmp_path / "run"
-    holder = subprocess.Popen(  # a run that holds the lock, as run.train takes it
-        [sys.executable, "-c", "import sys, time; from types import SimpleNamespace; from thinktrain import run; "
-         f"run.lock_output_dir(SimpleNamespace(output_dir={str(out)!r}, process_index=0)); print('locked', flush=True);"
-         " time.sleep(300)"], env=ENV, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], env=ENV, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        since = json.loads((out / run.LOCK).read_text())["since"]
+        since = json.loads((out / output_lock.OWNER).read_text())["since"]
         proc = thinktrain("train", ROOT / "recipes/tiny/sft.yaml", "--output_dir", out, "--max_steps", 1)
         assert proc.returncode == 1, proc.stderr[-3000:]
-        assert error_lines(proc) == [f"thinktrain: error: output_dir {out} is in use by another run (pid {holder.pid}, "
-                                     f"since {since}); wait for it to end or use another output_dir"]
-        assert sorted(os.listdir(out)) == [run.LOCK]  # nothing written next to the other run's files
+        assert error_lines(proc) == [f"thinktrain: error: output_dir {out} is in use by another run (pid {holder.pid} "
+                                     f"on {socket.gethostname()}, since {since}); wait for it to end or use another "
+                                     f"output_dir"]
+        assert sorted(os.listdir(out)) == [output_lock.LOCK, output_lock.OWNER]  # nothing written beside them
     finally:
         holder.kill()
         holder.wait()

@@ -1,6 +1,6 @@
 """Auto-resume after a hard kill: a run SIGKILLed after a checkpoint (or in the middle of writing one) is rerun
 with the same command and ends with exactly the weights of a run that was never interrupted (CPU, fixed seed), SFT
-and GRPO. The killed run's output_dir lock is left behind, and the rerun takes it over."""
+and GRPO. The killed run's output_dir lock dies with it (the kernel releases it), so the rerun just takes it."""
 
 from __future__ import annotations
 
@@ -78,11 +78,14 @@ def weights(out: Path) -> dict:
     return load_file(out / "model.safetensors")
 
 
-def assert_stale_lock(out: Path):
-    """The killed run's lock is still there, naming a process that no longer exists."""
-    owner = json.loads((out / "_thinktrain.lock").read_text())
+def assert_released_lock(out: Path):
+    """The killed run's owner note is still there, naming a process that no longer exists, but its lock is free."""
+    from thinktrain import output_lock
+
+    owner = json.loads((out / output_lock.OWNER).read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(owner["pid"], 0)
+    assert not output_lock.is_locked(out)
 
 
 @pytest.fixture(scope="module")
@@ -112,14 +115,14 @@ def test_sigkilled_run_resumes_to_the_same_weights(tmp_path, uninterrupted, kill
     killed = train(out, kill_at)
     assert killed.returncode == -signal.SIGKILL
     assert not (out / "model.safetensors").exists()
-    assert_stale_lock(out)
+    assert_released_lock(out)
     if kill_at.startswith("mid_save"):  # the half-written checkpoint is there, without trainer_state.json
         assert (out / "checkpoint-8" / "model.safetensors").is_file()
         assert not (out / "checkpoint-8" / "trainer_state.json").exists()
 
     rerun = train(out)  # the same command, nothing else
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert not (out / "_thinktrain.lock").exists()  # taken over, then released
+    assert not (out / "_thinktrain.owner").exists()  # taken, then released
     assert f"resuming   from {out / resumes_from}" in rerun.stdout
     assert f"steps run in this process: {steps_left}" in rerun.stdout  # it continued, it did not start over
     final = weights(out)
@@ -135,13 +138,13 @@ def test_sigkilled_grpo_run_resumes_to_the_same_weights(tmp_path, uninterrupted_
     killed = train(out, "after_save:2", task="grpo")
     assert killed.returncode == -signal.SIGKILL
     assert not (out / "model.safetensors").exists()
-    assert_stale_lock(out)
+    assert_released_lock(out)
 
     rerun = train(out, task="grpo")
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"resuming   from {out / 'checkpoint-2'}" in rerun.stdout
     assert "steps run in this process: 1" in rerun.stdout
-    assert not (out / "_thinktrain.lock").exists()
+    assert not (out / "_thinktrain.owner").exists()
     final = weights(out)
     assert final.keys() == uninterrupted_grpo.keys()
     for name, tensor in uninterrupted_grpo.items():

@@ -97,11 +97,11 @@ sys.exit(main(["train", *sys.argv[1:]]))
 """
 
 
-def run_child(tmp_path, out, model, kill_at=0):
+def run_child(tmp_path, out, model, kill_at=0, extra=()):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     argv = [sys.executable, str(script), str(TINY), "--model_name_or_path", str(model), "--output_dir", str(out),
-            "--rounds", "2", "--prompts_per_round", "16", "--max_steps", "4"]
+            "--rounds", "2", "--prompts_per_round", "16", "--max_steps", "4", *extra]
     env = {**os.environ, "KILL_AT_ROUND": str(kill_at), "HF_HUB_OFFLINE": "1"}
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
 
@@ -169,3 +169,18 @@ def test_sigkill_between_rounds_resumes_to_the_uninterrupted_weights(tmp_path, t
     assert [json.loads(line)["round"] for line in (killed / "rounds.jsonl").read_text().splitlines()] == [1, 2]
     a, b = weights(straight), weights(killed)
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+@pytest.mark.slow
+def test_learning_rate_groups_hold_in_every_round(tmp_path, tiny_model_dir):
+    """Each round's SFT goes through run.fit, as every task's training does: a rate-0 group stays frozen."""
+    out = tmp_path / "rft"
+    proc = run_child(tmp_path, out, tiny_model_dir, extra=["--learning_rate_groups", '{"embed_tokens": 0}'])
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line)["kept"] > 0 for line in (out / "rounds.jsonl").read_text().splitlines()][0]
+    assert "frozen" in proc.stdout and "(learning rate 0)" in proc.stdout
+    before, after = weights(tiny_model_dir), weights(out)
+    frozen = [k for k in before if "embed_tokens" in k]
+    assert frozen and all((before[k] == after[k]).all() for k in frozen)
+    assert any(not (before[k] == after[k]).all() for k in before if k not in frozen)
+

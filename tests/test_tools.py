@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from thinktrain.errors import RecipeError
 
 ROOT = Path(__file__).resolve().parents[1]
-from thinktrain.tools import MAX_CHARS, CalcError, calculator, exact, load_tools, show, tool_calls
+from thinktrain.arithmetic import MAX_CHARS, CalcError, exact, show
+from thinktrain.tools import calculator, load_tools, tool_calls
 
 # --------------------------------------------------------------------------- the calculator
 

@@ -157,13 +157,13 @@ def test_rft_samples_with_tools_and_trains_on_the_conversations(calculator_model
 @pytest.mark.slow
 def test_eval_loop_and_trls_loop_build_the_same_conversation(tiny_model_dir, tmp_path, monkeypatch):
     """Same tokens in, same conversation out: TRL's GRPOTrainer._generate (its tool loop) and
-    evaluation.generate_with_tools, both driven by one scripted generator (a call, a failing call, an answer)."""
+    generation.generate_with_tools, both driven by one scripted generator (a call, a failing call, an answer)."""
     from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    from thinktrain import evaluation
-    from thinktrain.evaluation import Completion, generate_with_tools, render_ids, tool_template
+    from thinktrain import generation
+    from thinktrain.generation import Completion, generate_with_tools, render_ids, tool_template
     from thinktrain.tools import prepare_tokenizer
 
     tok = prepare_tokenizer(AutoTokenizer.from_pretrained(tiny_model_dir), [calculator])
@@ -198,7 +198,7 @@ def test_eval_loop_and_trls_loop_build_the_same_conversation(tiny_model_dir, tmp
             out.append(Completion(tokenizer.decode(new, skip_special_tokens=True), len(new), True, tuple(new)))
         return out
 
-    monkeypatch.setattr(evaluation, "generate", fake_generate)
+    monkeypatch.setattr(generation, "generate", fake_generate)
     template = tool_template(tok)
     ids = [render_ids(tok, p, [calculator], template) for p in prompts]
     assert ids == [list(x) for x in trl_prompt_ids]

@@ -13,6 +13,8 @@ import re
 import threading
 from math import gcd
 
+from .arithmetic import DECIMAL as _DEC  # a number as written (1,234.5, .5): the calculator reads the same
+
 # A final answer sits at the end: everything here reads at most the last _TAIL characters of a span, which keeps
 # a reward's cost bounded on megabyte completions and avoids scanning numbers nobody will use.
 _TAIL = 8192
@@ -23,8 +25,6 @@ _GOLD_CACHE_SIZE = 100_000
 
 # --------------------------------------------------------------------------- number tokens
 
-# Digits are ASCII only: str.isdigit()/int() also accept '١٢٣' and other scripts, which no gold answer uses.
-_DEC = r"(?:[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[0-9]+)(?:\.[0-9]+)?|\.[0-9]+"
 _SIGNED = rf"[-−]?(?:{_DEC})"
 _TOKEN = (
     r"(?<![0-9])(?<![0-9]\.)"  # the start of a number, never the middle of one
@@ -198,13 +198,19 @@ def _after_answer_marker(low: str) -> int:
     return -1 if i == j == -1 else (i + 9 if i > j else j + 7)
 
 
+def _boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} (or \\fbox{...}) in text, or None when there is none or it is not closed.
+    Only the last is tried: it is the final answer, and trying earlier ones would scan the text once per box."""
+    b = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    m = _BOXED.match(text, b) if b >= 0 else None
+    return None if m is None else m.group(1)
+
+
 def _marked(tail: str):
     """The number a final-answer marker points at, by priority: \\boxed{}, ####, 'the answer is', 'A:'."""
-    b = max(tail.rfind("\\boxed"), tail.rfind("\\fbox"))
-    if b >= 0:
-        m = _BOXED.match(tail, b)
-        if m:
-            return True, _last_number(_clean_latex(m.group(1)))
+    boxed = _boxed(tail)
+    if boxed is not None:
+        return True, _last_number(_clean_latex(boxed))
     h = tail.rfind("####")
     if h >= 0:
         found = _first_number(tail, h + 4)
@@ -248,11 +254,9 @@ def gold_span(text: str) -> str:
     block = answer_block(text)
     if block is not None:
         text = block
-    b = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if b >= 0:
-        m = _BOXED.match(text, b)
-        if m:
-            return m.group(1)
+    boxed = _boxed(text)
+    if boxed is not None:
+        return boxed
     h = text.rfind("####")
     if h >= 0:
         return text[h + 4 :]
@@ -320,10 +324,9 @@ def _symbolic_candidate(text: str) -> str | None:
     if block is not None:
         return block
     tail = text[-_TAIL:]
-    b = max(tail.rfind("\\boxed"), tail.rfind("\\fbox"))
-    m = _BOXED.match(tail, b) if b >= 0 else None
-    if m:
-        return m.group(1)
+    boxed = _boxed(tail)
+    if boxed is not None:
+        return boxed
     a = _after_answer_marker(tail.lower())
     if a >= 0:
         return tail[a:].split("\n", 1)[0].strip(" :.")

@@ -122,15 +122,23 @@ def quiet_if_local(name: str):
             datasets.enable_progress_bars()
 
 
-def load(script_args, training_args, tokenizer=None):
-    """(train, eval or None) shaped for script_args.task; every mistake is a one-line RecipeError."""
+def load(script_args, training_args, tokenizer=None, tools: list = ()):
+    """(train, eval or None) shaped for script_args.task; every mistake is a one-line RecipeError. `tools`: the
+    recipe's tool functions (Recipe.tools), whose schemas SFT rows carry and GRPO prompts are measured with."""
     with quiet_if_local(script_args.dataset_name):
         if script_args.task == "pretrain":
             return load_text(script_args, training_args)
-        return _load_problems(script_args, training_args, tokenizer)
+        return _load_problems(script_args, training_args, tokenizer, tools)
 
 
-def _load_problems(script_args, training_args, tokenizer):
+def split_of(raw, split: str, name: str, key: str):
+    """raw[split], or the one-line error naming the recipe key (or option) and the splits there are."""
+    if split not in raw:
+        raise RecipeError(f"{key}: dataset '{name}' has no split '{split}'; it has: {', '.join(raw)}")
+    return raw[split]
+
+
+def _load_problems(script_args, training_args, tokenizer, tools: list = ()):
     raw = load_raw(script_args.dataset_name, script_args.dataset_config, script_args.dataset_streaming)
     want_eval = evaluating(training_args)
     splits = {"train": script_args.dataset_train_split}
@@ -138,21 +146,18 @@ def _load_problems(script_args, training_args, tokenizer):
         splits["eval"] = script_args.dataset_test_split
     out = {}
     for role, split in splits.items():
-        if split not in raw:
-            key = "dataset_train_split" if role == "train" else "dataset_test_split"
-            raise RecipeError(f"{key}: dataset '{script_args.dataset_name}' has no split '{split}'; "
-                              f"it has: {', '.join(raw)}")
+        key = "dataset_train_split" if role == "train" else "dataset_test_split"
+        ds = split_of(raw, split, script_args.dataset_name, key)
         limit = script_args.max_train_samples if role == "train" else script_args.max_eval_samples
-        ds = raw[split]
         if limit is not None and not script_args.dataset_streaming:
             ds = ds.select(range(min(limit, len(ds))))
         if script_args.task in ("grpo", "rft"):  # practice: prompt + gold solution
             out[role] = to_grpo(ds, script_args.prompt_column, script_args.answer_column, script_args.system_prompt,
                                 script_args.dataset_name)
         else:
-            out[role] = to_sft(ds, script_args)
+            out[role] = to_sft(ds, script_args, tools)
     if script_args.task in ("grpo", "rft") and script_args.max_prompt_length and tokenizer is not None:
-        out["train"] = drop_long_prompts(out["train"], tokenizer, script_args.max_prompt_length, script_args.tools)
+        out["train"] = drop_long_prompts(out["train"], tokenizer, script_args.max_prompt_length, tools)
     if script_args.task == "sft" and getattr(training_args, "assistant_only_loss", False) and tokenizer is not None:
         out = assistant_only_without_markers(out, tokenizer, training_args)
     return out["train"], out.get("eval")
@@ -197,8 +202,9 @@ def to_grpo(ds, prompt_column: str, answer_column: str, system_prompt: str | Non
     return ds.map(shape, desc="Shaping prompts")
 
 
-def to_sft(ds, script_args):
-    """-> `messages` | `text` | conversational `prompt`/`completion` (worked solution as think/answer)."""
+def to_sft(ds, script_args, tools: list = ()):
+    """-> `messages` | `text` | conversational `prompt`/`completion` (worked solution as think/answer); with tools,
+    GSM8K's calculator annotations become calls and replies, and each row carries the tools' schemas."""
     cols = ds.column_names
     system = script_args.system_prompt
     if "messages" in cols:
@@ -209,7 +215,7 @@ def to_sft(ds, script_args):
     _require(ds, [q, a], script_args.dataset_name,
              "SFT needs messages, text, prompt+completion, or a question and an answer")
 
-    tools = tool_schemas(getattr(script_args, "tools", None))
+    tools = tool_schemas(tools)
 
     def shape(row):
         answer = row[a]
@@ -222,18 +228,16 @@ def to_sft(ds, script_args):
     return ds.map(shape, remove_columns=cols, desc="Shaping worked solutions")
 
 
-def tool_schemas(names) -> str | None:
-    """The JSON schemas of a recipe's tools as one JSON string (TRL's SFT reads a `tools` column that way), so an
-    SFT prompt renders with the tools exactly as GRPO's and evaluation's do."""
-    if not names:
+def tool_schemas(tools: list) -> str | None:
+    """The JSON schemas of a recipe's tool functions as one JSON string (TRL's SFT reads a `tools` column that way),
+    so an SFT prompt renders with the tools exactly as GRPO's and evaluation's do."""
+    if not tools:
         return None
     import json
 
     from transformers.utils import get_json_schema
 
-    from .tools import load_tools
-
-    return json.dumps([get_json_schema(fn) for fn in load_tools(names)])
+    return json.dumps([get_json_schema(fn) for fn in tools])
 
 
 def assistant_only_without_markers(splits: dict, tokenizer, training_args) -> dict:
@@ -286,9 +290,7 @@ def load_text(script_args, training_args):
     raw = load_raw(name, script_args.dataset_config, streaming)
     want_eval = evaluating(training_args)
     for key in ("dataset_train_split", "dataset_test_split")[: 1 + want_eval]:
-        if getattr(script_args, key) not in raw:
-            raise RecipeError(f"{key}: dataset '{name}' has no split '{getattr(script_args, key)}'; "
-                              f"it has: {', '.join(raw)}")
+        split_of(raw, getattr(script_args, key), name, key)
     train = raw[script_args.dataset_train_split]
     columns = train.column_names or list(next(iter(train)))  # a stream may not know its columns until read
     if column not in columns:
@@ -315,14 +317,12 @@ def load_text(script_args, training_args):
     return train, eval_ds
 
 
-def drop_long_prompts(ds, tokenizer, max_prompt_length: int, tools=None):
+def drop_long_prompts(ds, tokenizer, max_prompt_length: int, tools: list = ()):
     """TRL 1.x dropped max_prompt_length; we keep its meaning by filtering instead of truncating silently. Prompts
     are measured as the trainer renders them, tools included (a Qwen template writes their schemas in)."""
     import logging
 
-    from .tools import load_tools
-
-    functions = load_tools(tools) or None
+    functions = list(tools) or None
 
     def fits(row):
         ids = tokenizer.apply_chat_template(row["prompt"], tools=functions, add_generation_prompt=True, tokenize=True)

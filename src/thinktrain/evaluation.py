@@ -12,12 +12,10 @@ and the GRPO reward agree on what is right by construction. Definitions and the 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
 import math
-import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -26,6 +24,8 @@ from typing import NamedTuple
 from .answers import answer_block
 from .configs import EvalArguments
 from .errors import RecipeError, pct
+from .generation import complete, encode_prompts
+from .models import load_checkpoint
 from .recipe import Parser, check_source
 
 METRIC = Path(__file__).parent / "metrics" / "gsm8k_accuracy"
@@ -83,7 +83,7 @@ def load_problems(args: EvalArguments):
     one-line RecipeError before any model loads."""
     from datasets import Dataset
 
-    from .data import load_raw, quiet_if_local
+    from .data import load_raw, quiet_if_local, split_of
 
     name = args.dataset
     if not name:
@@ -91,12 +91,10 @@ def load_problems(args: EvalArguments):
     check_source("--dataset", name, repo_type="dataset")
     with quiet_if_local(name):
         raw = load_raw(_only_split(name, args.split), args.dataset_config)
-    if args.split in raw:
-        ds = raw[args.split]
-    elif len(raw) == 1 and Path(name).is_file():
-        ds = next(iter(raw.values()))
+    if len(raw) == 1 and args.split not in raw and Path(name).is_file():
+        ds = next(iter(raw.values()))  # a single data file is its own split
     else:
-        raise RecipeError(f"--split: dataset '{name}' has no split '{args.split}'; it has: {', '.join(raw)}")
+        ds = split_of(raw, args.split, name, "--split")
     if not isinstance(ds, Dataset):
         raise RecipeError(f"--dataset: expected a datasets.Dataset, got {type(ds).__name__}")
     return _checked(ds, args)
@@ -142,206 +140,6 @@ def resolve_system_prompt(system_prompt: str | None, model_dir: str | None) -> t
     return THINK_SYSTEM_PROMPT, "default (thinktrain.data.THINK_SYSTEM_PROMPT)"
 
 
-def load_checkpoint(path: str, *, dtype=None, device: str | None = None):
-    """(model in eval mode, tokenizer) from a local checkpoint or Hub id (an adapter folder loads base + LoRA)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    dtype = dtype or ("auto" if device != "cpu" else torch.float32)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
-    return model.eval(), tokenizer
-
-
-def render(tokenizer, messages: list[dict]) -> str:
-    """The prompt text the model sees: its chat template with the generation prompt (plain text without one)."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return "\n\n".join(m["content"] for m in messages) + "\n"
-
-
-# --------------------------------------------------------------------------- generation
-
-
-class Completion(NamedTuple):
-    text: str
-    tokens: int  # generated tokens, the eos included
-    finished: bool  # stopped at eos (False: cut at max_new_tokens)
-    ids: tuple = ()  # the generated token ids (what rewards get as completion_ids)
-
-
-def _eos_ids(model, tokenizer) -> list[int]:
-    ids = []
-    for source in (getattr(model, "generation_config", None), model.config, tokenizer):
-        value = getattr(source, "eos_token_id", None)
-        ids += value if isinstance(value, list) else [] if value is None else [value]
-    return list(dict.fromkeys(ids))
-
-
-def _cache(device) -> dict:
-    # On CPU the default dynamic KV cache grows by torch.cat every token, half of a decode step at batch 512; a
-    # static cache writes in place: the same completions (compared token for token, greedy and sampled), 1.5-1.9x
-    # sooner. Models without Cache support ignore the option with a warning. GPUs keep the default.
-    return {"cache_implementation": "static"} if device.type == "cpu" else {}
-
-
-@contextlib.contextmanager
-def _padding_token(tokenizer, pad_id: int):
-    """The tokenizer pads with `pad_id` for the duration (eos when it has no pad token, as generate does)."""
-    saved = tokenizer.pad_token_id
-    if saved is None:
-        tokenizer.pad_token_id = pad_id
-    try:
-        yield
-    finally:
-        if saved is None:
-            tokenizer.pad_token_id = None
-
-
-def generate(model, tokenizer, prompts: list[str] | list[list[int]], *, max_new_tokens: int | list[int],
-             batch_size: int, do_sample: bool = False, temperature: float = 1.0, add_special_tokens: bool = False,
-             desc: str = "generating", progress: bool = True) -> list[Completion]:
-    """One completion per prompt (rendered text, or token ids), in order. Batches of similar length, left-padded;
-    stops at eos. A list max_new_tokens gives each prompt its own budget (a batch generates to its largest and
-    each completion is cut to its own, as TRL's tool loop does).
-
-    The model's own generation_config sampling defaults (top_k, top_p, repetition_penalty) are overridden, so a
-    number means the same for every model: greedy, or pure temperature sampling. Its eos ids are kept."""
-    import torch
-    from tqdm.auto import tqdm
-
-    eos = _eos_ids(model, tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
-    if prompts and isinstance(prompts[0], str):
-        prompts = tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]
-    budgets = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(prompts)
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # longest first: less padding, OOM at once
-    sampling = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0) if do_sample else dict(do_sample=False)
-    out: list[Completion | None] = [None] * len(prompts)
-    device = model.device
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    with torch.inference_mode(), _padding_token(tokenizer, pad):
-        for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress or not batches, file=sys.stderr):
-            enc = tokenizer.pad({"input_ids": [prompts[i] for i in batch]}, padding=True, padding_side="left",
-                                return_tensors="pt")
-            width = enc["input_ids"].shape[1]
-            generated = model.generate(
-                input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
-                max_new_tokens=max(budgets[i] for i in batch),
-                pad_token_id=pad, eos_token_id=eos or None, repetition_penalty=1.0, **sampling, **_cache(device),
-            )[:, width:].tolist()
-            for row, i in enumerate(batch):
-                tokens = generated[row][: budgets[i]]
-                end = next((t + 1 for t, tok in enumerate(tokens) if tok in eos), None)
-                tokens = tokens if end is None else tokens[:end]
-                out[i] = Completion(tokenizer.decode(tokens, skip_special_tokens=True), len(tokens), end is not None,
-                                    tuple(tokens))
-    return out  # type: ignore[return-value]
-
-
-# --------------------------------------------------------------------------- generation with tools
-
-
-class ToolCompletion(NamedTuple):
-    text: str  # every assistant turn and tool reply joined (rewards.completion_text): what is scored
-    tokens: int  # completion tokens, tool replies and their headers included (they count against the budget)
-    finished: bool
-    ids: tuple
-    messages: tuple  # the completion as TRL's tool loop builds it: assistant, tool, ..., assistant
-    calls: int  # tool calls made
-
-
-def _suffix_ids(tokenizer, chat_template, tool_messages: list[dict]) -> list[int]:
-    """The tokens that follow an assistant turn ending in tool calls: the replies and the next assistant header.
-    TRL's own method (GRPOTrainer._get_tool_suffix_ids), called with the few attributes it reads, so evaluation
-    and training build the same conversation token for token."""
-    from types import SimpleNamespace
-
-    from trl import GRPOTrainer
-
-    owner = SimpleNamespace(processing_class=tokenizer, _tokenizer=tokenizer, _is_vlm=False,
-                            chat_template=chat_template, chat_template_kwargs={})
-    return GRPOTrainer._get_tool_suffix_ids(owner, tool_messages)
-
-
-def _call(toolbox: dict, call: dict):
-    """(name, result) of one parsed tool call, as TRL's loop reports it: an exception becomes {'error': ...}."""
-    function = call.get("function", call) if isinstance(call, dict) else {}
-    name = function.get("name", "unknown")
-    try:
-        if name not in toolbox:
-            raise ValueError(f"Tool {name} not found.")
-        return name, toolbox[name](**(function.get("arguments") or {}))
-    except Exception as e:
-        return name, {"error": str(e)}
-
-
-def tool_template(tokenizer) -> str | None:
-    """The chat template TRL's tool loop renders with: the tokenizer's own when prefix-preserving, else TRL's
-    training version of it (GRPOTrainer.__init__ makes the same choice)."""
-    from trl.chat_template_utils import get_training_chat_template, is_chat_template_prefix_preserving
-
-    return None if is_chat_template_prefix_preserving(tokenizer) else get_training_chat_template(tokenizer)
-
-
-def render_ids(tokenizer, messages: list[dict], tools: list, chat_template: str | None = None) -> list[int]:
-    """A prompt's token ids as GRPOTrainer renders it with tools (their schemas, where the template shows them)."""
-    ids = tokenizer.apply_chat_template(messages, tools=tools or None, chat_template=chat_template,
-                                        add_generation_prompt=True, tokenize=True, return_dict=False)
-    return list(ids)
-
-
-def generate_with_tools(model, tokenizer, prompt_ids: list[list[int]], tools: list, *, max_new_tokens: int,
-                        max_iterations: int | None = None, chat_template: str | None = None, desc: str = "generating",
-                        progress: bool = True, **gen) -> list[ToolCompletion]:
-    """Generation with tool calls, step for step as GRPOTrainer's tool loop (trl 1.16 `_tool_call_loop`): parse
-    each turn with TRL's parse_response; run its calls (an exception is the reply {'error': ...}); append the
-    replies and the next assistant header (TRL's suffix); generate on from the whole sequence; stop when a turn
-    calls nothing, after max_iterations rounds, or when the replies would push the completion past
-    max_new_tokens (that round's replies are dropped, as TRL drops them). Replies count against the budget."""
-    from trl.chat_template_utils import parse_response
-
-    from .rewards import completion_text
-
-    toolbox = {fn.__name__: fn for fn in tools}
-    limit = getattr(model.config, "max_position_embeddings", None) or float("inf")
-    first = generate(model, tokenizer, prompt_ids, max_new_tokens=max_new_tokens, desc=desc, progress=progress, **gen)
-    ids = [list(c.ids) for c in first]
-    messages = [[parse_response(tokenizer, list(c.ids), prefix=list(p), tools=tools)] for c, p in zip(first, prompt_ids)]
-    pending = [i for i, m in enumerate(messages) if m[-1].get("tool_calls")]
-    rounds = 0
-    while pending and (max_iterations is None or rounds < max_iterations):
-        going, contexts = [], []
-        for i in pending:
-            replies = [{"role": "tool", "name": name, "content": result if isinstance(result, list) else str(result)}
-                       for name, result in (_call(toolbox, call) for call in messages[i][-1]["tool_calls"])]
-            context = list(prompt_ids[i]) + ids[i] + _suffix_ids(tokenizer, chat_template, replies)
-            if len(context) - len(prompt_ids[i]) > max_new_tokens or len(context) >= limit:
-                continue  # over budget: the completion ends as it is (TRL rolls these replies back)
-            messages[i] += replies
-            going.append(i)
-            contexts.append(context)
-        budgets = [max_new_tokens - (len(c) - len(prompt_ids[i])) for c, i in zip(contexts, going)]
-        # a budget of 0 still asks generate() for 1 token and cuts it: TRL generates then truncates the same way
-        more = generate(model, tokenizer, contexts, max_new_tokens=[max(b, 1) for b in budgets], desc=f"{desc} "
-                        f"(after tool round {rounds + 1})", progress=False, **gen) if going else []
-        pending = []
-        for i, context, budget, c in zip(going, contexts, budgets, more):
-            new = list(c.ids)[:budget]
-            ids[i] = context[len(prompt_ids[i]):] + new
-            if new:
-                turn = parse_response(tokenizer, new, prefix=context, tools=tools)
-                messages[i].append(turn)
-                if turn.get("tool_calls"):
-                    pending.append(i)
-        rounds += 1
-    eos = set(_eos_ids(model, tokenizer))
-    return [ToolCompletion(completion_text(m), len(i), bool(i) and i[-1] in eos, tuple(i), tuple(m),
-                           sum(len(t.get("tool_calls") or []) for t in m if t.get("role") == "assistant"))
-            for i, m in zip(ids, messages)]
-
-
 # --------------------------------------------------------------------------- scoring and summaries
 
 
@@ -368,29 +166,47 @@ def summarize(records: list[dict], k: int) -> dict:
     return out
 
 
+class Prepared(NamedTuple):
+    """What generation needs, resolved once: the model and its prompts, golds and settings."""
+    model: object
+    tokenizer: object
+    model_dir: str | None
+    name: str
+    shaped: object  # the problems shaped exactly as GRPO trains on them (data.to_grpo)
+    prompts: list
+    chat_template: str | None
+    tools: list
+    system: str | None
+    system_source: str
+
+
 def evaluate_model(model_or_path, problems, args: EvalArguments | None = None, *, tokenizer=None,
-                   progress: bool = True, **settings) -> dict:
+                   tools: list | None = None, progress: bool = True, **settings) -> dict:
     """Generate, score and summarise; returns the results dict (docs/evaluation.md), per-problem records included.
 
     model_or_path: a checkpoint path / Hub id (loaded with load_checkpoint), or a loaded causal LM (its tokenizer
     from `tokenizer=`, else from model.name_or_path). problems: a datasets.Dataset (e.g. from load_problems), or a
     dataset name / file that load_problems reads. args: the settings (configs.EvalArguments); keyword `settings`
     replace single fields of it (limit=200, num_samples=8, ...). system_prompt None = the model folder's
-    recipe.yaml, else data.THINK_SYSTEM_PROMPT; "" = none."""
+    recipe.yaml, else data.THINK_SYSTEM_PROMPT; "" = none. tools: args.tools already resolved to functions (None:
+    resolved here)."""
     args = dataclasses.replace(args or EvalArguments(), **settings)
     check_options(args)
-    from transformers import set_seed
-
-    from .data import to_grpo
-    from .rewards import format_reward, template_prefills_think
-    from .tools import load_tools, prepare_tokenizer
-
     started = time.time()
     if isinstance(problems, (str, Path)):
         args = dataclasses.replace(args, dataset=str(problems))
-        problems = load_problems(args)
-    else:
-        problems = _checked(problems, args)
+    prep = prepare(model_or_path, problems, args, tokenizer, tools)
+    greedy, samples = generate_all(prep, args, progress)
+    records, unscored = score(prep, args, greedy, samples)
+    return summarise(prep, args, records, greedy, samples, unscored, time.time() - started)
+
+
+def prepare(model_or_path, problems, args: EvalArguments, tokenizer=None, tools: list | None = None) -> Prepared:
+    """Problems loaded and checked, the model and tokenizer loaded (or taken), the tools resolved, prompts rendered."""
+    from .data import to_grpo
+    from .tools import load_tools, prepare_tokenizer
+
+    problems = load_problems(args) if isinstance(problems, (str, Path)) else _checked(problems, args)
     name = args.dataset or "<datasets.Dataset>"
     if isinstance(model_or_path, (str, Path)):
         model_dir = str(model_or_path)
@@ -407,48 +223,55 @@ def evaluate_model(model_or_path, problems, args: EvalArguments | None = None, *
     system, system_source = resolve_system_prompt(args.system_prompt, model_dir if model_dir and
                                                   Path(model_dir).is_dir() else None)
     shaped = to_grpo(problems, args.prompt_column, args.answer_column, system, name)  # exactly as GRPO trains
-    has_template = bool(getattr(tokenizer, "chat_template", None))
-    tools = load_tools(args.tools)
+    tools = load_tools(args.tools) if tools is None else tools
     prepare_tokenizer(tokenizer, tools)
-    if tools:  # rendered and run as GRPOTrainer's tool loop does
-        template = tool_template(tokenizer)
-        prompts = [render_ids(tokenizer, p, tools, template) for p in shaped["prompt"]]
-    else:
-        prompts = [render(tokenizer, p) for p in shaped["prompt"]]
-    golds = list(shaped["solution"])
-    k, seed, prompt_column = args.num_samples, args.seed, args.prompt_column
+    prompts, template = encode_prompts(tokenizer, shaped["prompt"], tools)  # with tools: as GRPO's tool loop
+    return Prepared(model, tokenizer, model_dir, name, shaped, prompts, template, tools, system, system_source)
 
-    gen = dict(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, add_special_tokens=not has_template,
-               progress=progress and not args.quiet)
-    if tools:
-        run = functools.partial(generate_with_tools, model, tokenizer, tools=tools, chat_template=template,
-                                max_iterations=args.max_tool_calling_iterations, **gen)
-    else:
-        run = functools.partial(generate, model, tokenizer, **gen)
+
+def generate_all(prep: Prepared, args: EvalArguments, progress: bool = True) -> tuple[list, list]:
+    """(one greedy completion per problem, k samples per problem when k > 1), each from the seed."""
+    from transformers import set_seed
+
+    k, model = args.num_samples, prep.model
+    has_template = bool(getattr(prep.tokenizer, "chat_template", None))
+    run = functools.partial(complete, model, prep.tokenizer, tools=prep.tools, chat_template=prep.chat_template,
+                            max_iterations=args.max_tool_calling_iterations, max_new_tokens=args.max_new_tokens,
+                            batch_size=args.batch_size, add_special_tokens=not has_template,
+                            progress=progress and not args.quiet)
     was_training = model.training
     model.eval()
     try:
-        set_seed(seed)
-        greedy = run(prompts, desc="greedy")
+        set_seed(args.seed)
+        greedy = run(prep.prompts, desc="greedy")
         samples = []
         if k > 1:
-            set_seed(seed)
-            samples = run([p for p in prompts for _ in range(k)], do_sample=True, temperature=args.temperature,
+            set_seed(args.seed)
+            samples = run([p for p in prep.prompts for _ in range(k)], do_sample=True, temperature=args.temperature,
                           desc=f"sampling {k} per problem")
     finally:
         model.train(was_training)
+    return greedy, samples
 
+
+def score(prep: Prepared, args: EvalArguments, greedy: list, samples: list) -> tuple[list[dict], int]:
+    """(per-problem records, greedy completions the grader could not score): strict and lenient correctness by the
+    gsm8k_accuracy metric, format, and for k > 1 the samples' correctness and majority vote."""
+    from .rewards import format_reward, template_prefills_think
+
+    k, tools, shaped = args.num_samples, prep.tools, prep.shaped
+    golds = list(shaped["solution"])
     texts = [c.text for c in greedy] + [c.text for c in samples]
     references = golds + [g for g in golds for _ in range(k if k > 1 else 0)]
     scores = load_metric().compute(predictions=texts, references=references, per_example=True)
     strict, lenient = scores["correct"], scores["correct_lenient"]
     # a template that opens the answer with "<think>" put that tag in the prompt: judge the format accordingly
-    formats = format_reward([c.text for c in greedy], think_prefilled=template_prefills_think(tokenizer))
+    formats = format_reward([c.text for c in greedy], think_prefilled=template_prefills_think(prep.tokenizer))
 
     records = []
     columns = [c for c in BREAKDOWN_COLUMNS if c in shaped.column_names]
     for i, (row, c) in enumerate(zip(shaped, greedy)):
-        question = row.get(prompt_column) if prompt_column in row else row["prompt"][-1]["content"]
+        question = row.get(args.prompt_column) if args.prompt_column in row else row["prompt"][-1]["content"]
         rec = {"index": i, "question": question, "solution": golds[i], **{col: row[col] for col in columns},
                "completion": c.text, "tokens": c.tokens, "finished": c.finished,
                "correct": strict[i], "correct_lenient": lenient[i], "format": (formats[i] or 0.0) >= 1.0,
@@ -465,10 +288,17 @@ def evaluate_model(model_or_path, problems, args: EvalArguments | None = None, *
             rec["majority"] = winner
             rec["majority_correct"] = winner is not None and strict[lo + winner]
         records.append(rec)
+    return records, sum(not ok for ok in scores["scored"][: len(greedy)])
 
+
+def summarise(prep: Prepared, args: EvalArguments, records: list[dict], greedy: list, samples: list,
+              unscored: int, seconds: float) -> dict:
+    """The results dict: headline numbers, settings, per-group breakdowns and the records."""
+    k, tools = args.num_samples, prep.tools
     summary = summarize(records, k)
+    columns = [c for c in BREAKDOWN_COLUMNS if c in prep.shaped.column_names]
     return {
-        "model": model_dir, "dataset": name,
+        "model": prep.model_dir, "dataset": prep.name,
         "split": args.split if args.dataset and not Path(args.dataset).is_file() else None,
         "n": summary["n"], "k": k, "accuracy": summary["accuracy"], "accuracy_lenient": summary["accuracy_lenient"],
         "format": _mean(r["format"] for r in records),
@@ -484,11 +314,11 @@ def evaluate_model(model_or_path, problems, args: EvalArguments | None = None, *
         "tool_use": _mean(c.calls > 0 for c in greedy) if tools else None,
         "sampled_tool_use": _mean(c.calls > 0 for c in samples) if tools and k > 1 else None,
         "max_tool_calling_iterations": args.max_tool_calling_iterations if tools else None,
-        "unscored": sum(not ok for ok in scores["scored"][: len(greedy)]),
-        "temperature": args.temperature if k > 1 else None, "max_new_tokens": args.max_new_tokens, "seed": seed,
-        "system_prompt": system, "system_prompt_source": system_source,
-        "prompt_format": "chat_template" if has_template else "plain",
-        "seconds": round(time.time() - started, 2),
+        "unscored": unscored,
+        "temperature": args.temperature if k > 1 else None, "max_new_tokens": args.max_new_tokens,
+        "seed": args.seed, "system_prompt": prep.system, "system_prompt_source": prep.system_source,
+        "prompt_format": "chat_template" if getattr(prep.tokenizer, "chat_template", None) else "plain",
+        "seconds": round(seconds, 2),
         "breakdown": {col: {str(v): summarize(group, k) for v, group in _groups(records, col)} for col in columns},
         "problems": records,
     }
@@ -567,14 +397,15 @@ def main(argv: list[str]) -> int:
     check_model_source(args.model)
     if args.output and Path(args.output).is_dir():
         raise RecipeError(f"--output: {args.output} is a folder; give a file name, e.g. {args.output}/eval.json")
-    if args.tools:  # an unknown tool, or a model whose template can't call tools: one line, before the model loads
+    from .tools import load_tools, prepare_tokenizer
+
+    tools = load_tools(args.tools)  # an unknown tool: one line, before the model loads
+    if tools:  # a model whose template can't call tools: the same
         from transformers import AutoTokenizer
 
-        from .tools import load_tools, prepare_tokenizer
-
-        prepare_tokenizer(AutoTokenizer.from_pretrained(args.model), load_tools(args.tools))
+        prepare_tokenizer(AutoTokenizer.from_pretrained(args.model), tools)
     problems = load_problems(args)  # loaded and checked once, before the model
-    result = evaluate_model(args.model, problems, args)
+    result = evaluate_model(args.model, problems, args, tools=tools)
     print(format_table(result), flush=True)
     if args.output:
         out = Path(args.output)

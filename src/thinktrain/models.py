@@ -86,3 +86,15 @@ def load_model(model_args, training_args, tokenizer, config_overrides: dict | No
     )
     torch.manual_seed(training_args.seed)  # same seed -> same initial weights
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+
+
+def load_checkpoint(path: str, *, dtype=None, device: str | None = None):
+    """(model in eval mode, tokenizer) from a local checkpoint or Hub id (an adapter folder loads base + LoRA)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    dtype = dtype or ("auto" if device != "cpu" else torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    return model.eval(), tokenizer

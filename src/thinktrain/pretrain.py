@@ -18,7 +18,7 @@ from . import data, run
 from .errors import RecipeError
 from .hardware import measure_peak_tflops
 from .models import load_model, load_tokenizer, scratch_preset
-from .recipe import check_source
+
 
 def flops_per_token(model, seq_len: int) -> float:
     """Training FLOPs per token (PaLM appendix B): 6 per matmul weight (2 forward, 4 backward) plus attention's
@@ -71,7 +71,7 @@ class PretrainMetrics(TrainerCallback):
 
 
 def check(script_args, training_args, model_args):
-    """Pretrain-specific combinations, before any data or model loads."""
+    """Pretrain-specific combinations, before any data or model loads (the general ones: recipe.validate)."""
     # vocab_size alone is just unused then (the header says where the tokenizer came from): a GPU recipe must
     # still run with --model_name_or_path CHECKPOINT for continued pretraining.
     if not scratch_preset(model_args.model_name_or_path):
@@ -79,13 +79,9 @@ def check(script_args, training_args, model_args):
             if getattr(script_args, key) is not None:
                 raise RecipeError(f"{key} is for a model built here (model_name_or_path: scratch:PRESET); "
                                   f"{model_args.model_name_or_path} brings its own tokenizer and config")
-    if script_args.tokenizer_name_or_path:
-        check_source("tokenizer_name_or_path", script_args.tokenizer_name_or_path, repo_type="model")
-    if script_args.dataset_streaming and training_args.max_steps <= 0:
-        raise RecipeError("dataset_streaming: true needs max_steps (a stream has no length to count epochs in)")
 
 
-def make_tokenizer(script_args, model_args, training_args, train_ds):
+def make_tokenizer(script_args, model_args, training_args, train_ds, tools: list = ()):
     """-> (tokenizer, where it came from): trained on the first tokenizer_train_samples documents, or loaded."""
     if script_args.tokenizer_name_or_path or not scratch_preset(model_args.model_name_or_path):
         tok = load_tokenizer(model_args, training_args, script_args.tokenizer_name_or_path)
@@ -94,11 +90,8 @@ def make_tokenizer(script_args, model_args, training_args, train_ds):
 
     n, column = script_args.tokenizer_train_samples, training_args.dataset_text_field
     docs = train_ds.take(n) if script_args.dataset_streaming else train_ds.select(range(min(n, len(train_ds))))
-    from .tools import load_tools
-
     tok = build_tokenizer((row[column] for row in docs), script_args.vocab_size,
-                          model_max_length=max(2048, training_args.max_length or 0),
-                          tools=load_tools(script_args.tools))
+                          model_max_length=max(2048, training_args.max_length or 0), tools=tools)
     tools = f", tool tags for {', '.join(script_args.tools)}" if script_args.tools else ""
     return tok, f"byte-level BPE trained on {min(n, len(docs)) if hasattr(docs, '__len__') else n:,} documents{tools}"
 
@@ -112,7 +105,7 @@ def main(recipe):
     set_seed(training_args.seed)
     check(script_args, training_args, model_args)
     train_ds, eval_ds = data.load(script_args, training_args)  # column/split errors before anything heavy
-    tokenizer, origin = make_tokenizer(script_args, model_args, training_args, train_ds)
+    tokenizer, origin = make_tokenizer(script_args, model_args, training_args, train_ds, recipe.tools)
     run.header(recipe, train_ds, eval_ds)
     overrides = {"max_position_embeddings": max(2048, training_args.max_length or 0),
                  **(script_args.model_config_overrides or {})}

@@ -103,6 +103,8 @@ class Recipe:
     keys: list[str] = field(default_factory=list)  # set in the YAML or on the command line, in that order
     bf16_fallback: str | None = None  # why a CPU bf16 recipe trains in fp32 here (the run header says it)
     secrets: list[str] = field(default_factory=list)  # names of the secrets given (never their values)
+    tools: list = field(default_factory=list)  # the `tools` key resolved once to functions (validate); all use these
+    rewards: list = field(default_factory=list)  # reward_funcs resolved once to functions (validate), in order
 
     def resolved(self) -> dict:
         """The keys the user set, with the values that were actually used (what recipe.yaml records and the model
@@ -423,7 +425,7 @@ def validate(recipe: Recipe, check_model: bool = True):
         raise RecipeError("learning_rate_groups: every parameter has learning rate 0, so nothing would train; "
                           "give learning_rate or a group a positive rate")
     if recipe.task in ("grpo", "rft"):
-        check_rewards(script_args.reward_funcs)
+        check_rewards(recipe)
         weights = getattr(training_args, "reward_weights", None)  # GRPOConfig's (rft checks its own)
         if weights is not None and len(weights) != len(script_args.reward_funcs):
             raise RecipeError(
@@ -505,16 +507,18 @@ def _check_choice(recipe: Recipe, key: str, allowed):
                           f"the default")
 
 
-def check_rewards(names: list[str]):
-    """Every reward name of reward_funcs; the unknown ones named together, like the keys of a ported recipe."""
-    from .rewards import UnknownRewardError, check_reward_name
+def check_rewards(recipe: Recipe):
+    """Every reward name of reward_funcs resolved once, into recipe.rewards; the unknown ones named together, like
+    the keys of a ported recipe."""
+    from .rewards import UnknownRewardError, resolve_reward
 
+    names = recipe.script_args.reward_funcs
     if not names:
         raise RecipeError("reward_funcs is empty: name at least one reward, e.g. [accuracy, format]")
-    wrong = {}
+    wrong, resolved = {}, []
     for name in names:
         try:
-            check_reward_name(name)
+            resolved.append(resolve_reward(name))
         except UnknownRewardError as e:
             wrong[name] = str(e)
     if len(wrong) == 1:
@@ -522,17 +526,18 @@ def check_rewards(names: list[str]):
     if wrong:
         raise RecipeError("\n".join([f"{len(wrong)} of reward_funcs' names need changing:",
                                      *(f"  {why}" for why in wrong.values())]))
+    recipe.rewards = resolved
 
 
 def check_tools(recipe: Recipe):
-    """Each tool importable, typed and documented (transformers' get_json_schema, which TRL uses); sft needs the
-    calculator its data's annotations call."""
+    """Each tool importable, typed and documented (transformers' get_json_schema, which TRL uses), resolved once
+    into recipe.tools; sft needs the calculator its data's annotations call."""
     from .tools import load_tools
 
     names = recipe.script_args.tools
     if not names:
         raise RecipeError("tools is empty: name at least one tool (e.g. [calculator]), or remove the key")
-    load_tools(names)
+    recipe.tools = load_tools(names)
     if recipe.task == "sft" and "calculator" not in names:
         raise RecipeError("tools: sft turns the data's <<expr=result>> annotations into calculator calls; add "
                           "calculator to tools")

@@ -6,23 +6,24 @@ raise (an internal failure scores the item with a neutral value and is counted i
 model text, and are fast (see docs/rewards.md). `REWARDS` at the end is the one registry of the names a recipe's
 `reward_funcs` may use; each function's docstring says what it scores.
 
-Answer extraction and number comparison live in thinktrain.answers.
+Answer extraction and number comparison live in thinktrain.answers, the exact arithmetic the `arithmetic` reward
+checks equations with in thinktrain.arithmetic, and loading a 'pkg.mod:fn' reward in thinktrain.callables.
 """
 
 from __future__ import annotations
 
-import importlib
+import functools
 import logging
 import math
-import os
 import re
-import sys
 from collections.abc import Callable
 from fractions import Fraction
 
 from . import answers
-from .errors import RecipeError, one_line, suggest
-from .tools import CalcError, exact, tool_calls
+from .arithmetic import CalcError, exact, number
+from .callables import Wording, load_callable
+from .errors import RecipeError, suggest
+from .tools import tool_calls
 
 logger = logging.getLogger(__name__)
 errors = 0  # items scored by the safety net below; tests assert it stays 0
@@ -305,31 +306,44 @@ def repetition_reward(completions, *, n_grams: int = 3, max_penalty: float = -1.
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _soft_overlong_punishment(max_length: int, buffer: int) -> Callable:
+    # TRL imported here, not at the top: importing trl costs ~0.1 s that the other rewards' users need not pay
+    from trl.rewards import get_soft_overlong_punishment
+
+    return get_soft_overlong_punishment(max_length, buffer)
+
+
 def overlong_reward(completions, completion_ids=None, *, max_length: int = 512, buffer: int = 256, **kwargs):
-    """DAPO soft overlong punishment on token counts: 0 up to max_length - buffer, then linearly down to -1 at
-    max_length, -1 beyond. None when `completion_ids` is missing (it cannot be judged from text)."""
+    """DAPO soft overlong punishment on token counts (TRL's get_soft_overlong_punishment): 0 up to
+    max_length - buffer, then linearly down to -1 at max_length, -1 beyond. None for an item without
+    `completion_ids` (it cannot be judged from text), instead of TRL's error."""
     n = len(_texts(completions))
+    try:
+        punish = _soft_overlong_punishment(max_length, buffer)
+    except Exception as e:
+        return [_failed(e, None) for _ in range(n)]
     out: list[float | None] = []
     for ids in _column(completion_ids, n):
         try:
-            length = len(ids)
-        except Exception:
+            len(ids)
+        except Exception:  # no token ids for this item (None, a number): not judged, and not a failure
             out.append(None)
             continue
-        if length <= max_length - buffer:
-            out.append(0.0)
-        elif length <= max_length:
-            out.append((max_length - buffer - length) / buffer)
-        else:
-            out.append(-1.0)
+        try:
+            out.append(punish([ids])[0])
+        except Exception as e:
+            out.append(_failed(e, None))
     return out
 
 
 # --------------------------------------------------------------------------- process: arithmetic
 
 # "12 * 4 = 48", "$1,200 / 3 = $400", GSM8K's "<<48/2=24>>": numbers joined by + - * / x × ÷, then "= number".
-# Numbers: at most 15 digits (answers._DEC has no bound: 20-term products of huge numbers, and int() past 4,300
-# digits, would be slow or raise); commas only as thousands separators; ".5" is a number. Not checked: a result written as a fraction ("= 3/4"), mixed numbers ("8 x 1 1/2"), parentheses.
+# Numbers: commas only as thousands separators; ".5" is a number. Not checked: a result written as a fraction
+# ("= 3/4"), mixed numbers ("8 x 1 1/2"), parentheses. _NUM is not arithmetic.DECIMAL (the calculator's and
+# answers.py's "number as written") on purpose: it allows at most 15 digits a part, because DECIMAL's unbounded
+# digits would make 20-term products of huge numbers, and int() past 4,300 digits, slow or raising here.
 _NUM = r"\$?(?:(?:\d{1,3}(?:,\d{3})+|\d{1,15})(?:\.\d{1,15})?|\.\d{1,15})"
 _OP = r"(?:[-+*/×÷]|(?<=\s)x(?=\s))"
 # One pass, no backtracking across chains: each match is a whole chain "a op b ... [= r]" and the scan resumes after
@@ -337,10 +351,6 @@ _OP = r"(?:[-+*/×÷]|(?<=\s)x(?=\s))"
 _CHAIN = re.compile(rf"(?<![\w.,$])(?<!\d )-?{_NUM}(?:\s*{_OP}\s*{_NUM})*(?:\s*=\s*-?{_NUM}(?![\d/]))?")
 _TERM = re.compile(rf"({_OP})?\s*(-?{_NUM})")
 _MAX_EQUATIONS, _MAX_TERMS, _MAX_CHARS = 200, 20, 50_000  # bound the cost on megabyte inputs
-
-
-def _number(text: str) -> Fraction:
-    return Fraction(text.replace("$", "").replace(",", ""))
 
 
 def _evaluate(left: str) -> Fraction | None:
@@ -355,7 +365,7 @@ def _evaluate(left: str) -> Fraction | None:
 def _checks_out(value: Fraction | None, stated: str) -> bool:
     if value is None:
         return False
-    result = _number(stated)
+    result = number(stated)
     if value == result:
         return True
     decimals = len(stated.partition(".")[2]) if "." in stated else 0
@@ -458,45 +468,40 @@ class NamedReward:
         return f"NamedReward({self.__name__!r}, {self.fn.__name__}, {self.params})"
 
 
+# how a 'pkg.mod:fn' reward that cannot be loaded is refused (the names, {known}, are REWARDS')
+_WORDING = Wording(
+    malformed="reward '{path}': expected a name ({known}) or 'pkg.module:function'",
+    unimportable="cannot import reward '{path}': {error}",
+    missing="cannot load reward '{path}': module '{module}' has no '{attr}'",
+    not_callable="reward '{path}' is not callable (got {got})",
+)
+
+
 def _import_reward(path: str) -> Callable:
     """'pkg.mod:fn' or 'pkg.mod.fn' -> the function; the working directory is importable, as in TRL's scripts."""
-    module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
-    if not module_name or not attr:
-        raise UnknownRewardError(
-            f"reward '{path}': expected a name ({', '.join(REWARDS)}) or 'pkg.module:function'")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except (Exception, SystemExit) as e:  # any failure of the user's module, even sys.exit at import
-        raise UnknownRewardError(f"cannot import reward '{path}': {type(e).__name__}: {one_line(e)}") from None
-    fn = getattr(module, attr, None)
-    if fn is None:
-        raise UnknownRewardError(f"cannot load reward '{path}': module '{module_name}' has no '{attr}'")
-    if not callable(fn):
-        raise UnknownRewardError(f"reward '{path}' is not callable (got {type(fn).__name__})")
-    return fn
+    return load_callable(path, _WORDING, UnknownRewardError, known=", ".join(REWARDS))
 
 
-def check_reward_name(name: str) -> None:
-    """Raise UnknownRewardError unless `name` is a registry name or an importable callable's dotted path."""
+def resolve_reward(name: str) -> Callable:
+    """A reward_funcs name -> its function: the registry's (parameters bound later, by load_rewards) or the imported
+    'pkg.mod:fn'. Anything else raises UnknownRewardError, in one line."""
     if not isinstance(name, str) or not name.strip():
         raise UnknownRewardError(f"reward name must be a non-empty string, got {name!r}")
     if name in REWARDS:
-        return
+        return REWARDS[name][0]
     if ":" in name or "." in name:
-        _import_reward(name)
-        return
+        return _import_reward(name)
     raise UnknownRewardError(f"unknown reward '{name}'{suggest(name, REWARDS)}; known: {', '.join(REWARDS)}")
 
 
-def load_rewards(names: list[str], args=None, tokenizer=None, max_completion_length: int | None = None
-                 ) -> list[Callable]:
+def load_rewards(names: list[str], args=None, tokenizer=None, max_completion_length: int | None = None,
+                 functions: list[Callable] | None = None) -> list[Callable]:
     """Recipe reward names -> callables for GRPOTrainer(reward_funcs=...), in order.
 
-    `args` holds the reward parameters (configs.RewardArguments, or the GRPO recipe's script_args; None: the
-    defaults). The tokenizer's chat template decides think_prefilled when it is unset; max_completion_length is
-    overlong's default limit."""
+    `functions`: the names already resolved (Recipe.rewards, resolved once when the recipe is validated); None
+    resolves them here. `args` holds the reward parameters (configs.RewardArguments, or the GRPO recipe's
+    script_args; None: the defaults). The tokenizer's chat template decides think_prefilled when it is unset;
+    max_completion_length is overlong's default limit."""
     from dataclasses import fields
 
     from .configs import RewardArguments
@@ -506,12 +511,6 @@ def load_rewards(names: list[str], args=None, tokenizer=None, max_completion_len
     if args.think_prefilled is None:
         args.think_prefilled = (tokenizer is not None and bool({"format", "format_strict", "tag_count"} & set(names))
                                 and template_prefills_think(tokenizer))
-    out: list[Callable] = []
-    for name in names:
-        check_reward_name(name)
-        if name in REWARDS:
-            fn, params = REWARDS[name]
-            out.append(NamedReward(name, fn, **params(args, max_completion_length)))
-        else:
-            out.append(_import_reward(name))
-    return out
+    functions = functions if functions is not None else [resolve_reward(name) for name in names]
+    return [NamedReward(name, fn, **REWARDS[name][1](args, max_completion_length)) if name in REWARDS else fn
+            for name, fn in zip(names, functions)]

@@ -1,7 +1,7 @@
 """Expert iteration (rejection-sampling fine-tuning; STaR, RFT on GSM8K): practise by keeping what was verified.
 
 Each round (1) samples `num_generations` completions for `prompts_per_round` practice prompts with the current
-model, through the evaluation's batched generator (evaluation.generate); (2) scores them with the recipe's
+model, through the shared generator (generation.complete); (2) scores them with the recipe's
 reward_funcs, exactly as GRPO would (same reward functions, same keyword arguments); (3) keeps per prompt what
 `selection` picks (default: among the completions the correctness reward scores 1, the highest total reward, ties
 to the fewest tokens; nothing when none is right); (4) trains on the kept pairs with TRL's SFTTrainer and the
@@ -25,9 +25,9 @@ from pathlib import Path
 
 from . import data, run
 from .errors import RecipeError
-from .models import load_model, load_tokenizer, model_init_kwargs, scratch_preset
+from .models import load_model, model_init_kwargs, scratch_preset
+from .output_lock import lock_output_dir, unlock_output_dir
 from .rewards import load_rewards
-from .tools import load_tools, prepare_tokenizer
 
 
 # --------------------------------------------------------------------------- selection
@@ -81,22 +81,17 @@ def sample_and_keep(model, tokenizer, rows: list[dict], rewards, weights: list[f
     """(kept pairs as SFT rows, the round's sampling stats); `args` is the recipe's RFTArguments."""
     from transformers import set_seed
 
-    from .evaluation import generate, generate_with_tools, render, render_ids, tool_template
+    from .generation import complete, encode_prompts
 
     k = args.num_generations
     has_template = bool(getattr(tokenizer, "chat_template", None))
-    gen = dict(max_new_tokens=args.max_completion_length, batch_size=args.sampling_batch_size, do_sample=True,
-               temperature=args.temperature, add_special_tokens=not has_template, desc=f"sampling {k} per prompt")
     set_seed(seed)
     model.eval()
-    if tools:  # the same tool loop as evaluation and GRPO's rollouts
-        template = tool_template(tokenizer)
-        prompts = [render_ids(tokenizer, row["prompt"], tools, template) for row in rows]
-        samples = generate_with_tools(model, tokenizer, [p for p in prompts for _ in range(k)], tools,
-                                      chat_template=template, max_iterations=args.max_tool_calling_iterations, **gen)
-    else:
-        prompts = [render(tokenizer, row["prompt"]) for row in rows]
-        samples = generate(model, tokenizer, [p for p in prompts for _ in range(k)], **gen)
+    prompts, template = encode_prompts(tokenizer, [row["prompt"] for row in rows], tools)  # tools: GRPO's loop
+    samples = complete(model, tokenizer, [p for p in prompts for _ in range(k)], tools=tools, chat_template=template,
+                       max_iterations=args.max_tool_calling_iterations, max_new_tokens=args.max_completion_length,
+                       batch_size=args.sampling_batch_size, do_sample=True, temperature=args.temperature,
+                       add_special_tokens=not has_template, desc=f"sampling {k} per prompt")
     completions = [list(s.messages) if tools else s.text for s in samples]
     expanded = [row for row in rows for _ in range(k)]
     scores = score(rewards, completions, [s.ids for s in samples], expanded)
@@ -146,26 +141,19 @@ def load_round_model(source: str, model_args, training_args, tokenizer):
 
 def main(recipe):
     from accelerate import PartialState
-    from transformers import set_seed
 
-    script_args, training_args, model_args = recipe.script_args, recipe.training_args, recipe.model_args
+    script_args, training_args = recipe.script_args, recipe.training_args
     check(recipe)
-    set_seed(training_args.seed)
-    tools = load_tools(script_args.tools)
-    tokenizer = load_tokenizer(model_args, training_args, tools=tools)
-    practice, _ = data.load(script_args, training_args, tokenizer)  # conversational prompt + solution, as GRPO's
-    rewards = load_rewards(script_args.reward_funcs, script_args, tokenizer, script_args.max_completion_length)
+    tokenizer, practice, _ = run.start(recipe)  # conversational prompt + solution, as GRPO's
+    rewards = load_rewards(script_args.reward_funcs, script_args, tokenizer, script_args.max_completion_length,
+                           recipe.rewards)
     weights = script_args.reward_weights or [1.0] * len(rewards)
-    prepare_tokenizer(tokenizer, tools)  # before the model loads
-    if tools:
-        recipe.training_args.assistant_only_loss = True  # kept tool replies are read, not written, by the model
-    run.header(recipe, practice, None)
     state, out = PartialState(), Path(training_args.output_dir)
-    run.lock_output_dir(training_args)  # one run per output_dir (released by finish, or below on any error)
+    lock_output_dir(training_args)  # one run per output_dir (released by finish, or below on any error)
     try:
-        return _rounds(recipe, state, out, tokenizer, practice, rewards, weights, tools)
+        return _rounds(recipe, state, out, tokenizer, practice, rewards, weights, recipe.tools)
     except BaseException:
-        run.unlock_output_dir(training_args)
+        unlock_output_dir(training_args)
         raise
 
 
@@ -205,14 +193,13 @@ def _rounds(recipe, state, out: Path, tokenizer, practice, rewards, weights: lis
         stats = json.loads((round_dir / "sampling.json").read_text())
         args = replace(training_args, output_dir=str(round_dir), save_strategy="no", push_to_hub=False,
                        seed=training_args.seed + r)
-        schemas = {"tools": data.tool_schemas(script_args.tools)} if tools else {}  # rendered as sampled
+        schemas = {"tools": data.tool_schemas(tools)} if tools else {}  # rendered as sampled
         train = Dataset.from_list([{"prompt": row["prompt"], "completion": row["completion"], **schemas}
                                    for row in kept])
         loss = None
         if len(kept):
             trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
-            run.guard_finite(trainer, None)  # a NaN/inf loss or gradient stops the run in one line, nothing saved
-            result = trainer.train()
+            result = run.fit(trainer, script_args)  # learning_rate_groups, and a NaN/inf stops the run in one line
             loss = result.training_loss
             trainer.save_model(str(round_dir))
         elif state.is_main_process:
@@ -248,5 +235,5 @@ def finish(recipe, trainer, result, source: str):
                 shutil.copy(f, out / f.name)
         (out / "recipe.yaml").write_text(recipe.to_yaml())
         print(f"saved model + tokenizer + recipe.yaml to {out} (from {source})", flush=True)
-    run.unlock_output_dir(recipe.training_args)
+    unlock_output_dir(recipe.training_args)
     return {}

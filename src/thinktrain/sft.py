@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from . import data, run
-from .models import load_model, load_tokenizer
-from .tools import load_tools, prepare_tokenizer
+from . import run
+from .models import load_model
 
 
 def main(recipe):
-    from transformers import set_seed
     from trl import SFTTrainer, get_peft_config, get_quantization_config
 
     script_args, training_args, model_args = recipe.script_args, recipe.training_args, recipe.model_args
-    set_seed(training_args.seed)
-    tools = load_tools(script_args.tools)
-    tokenizer = load_tokenizer(model_args, training_args, tools=tools)
-    if tools:
-        prepare_tokenizer(tokenizer, tools)
-        # the calculator's replies are read, not written, by the model (the run header says so)
-        training_args.assistant_only_loss = True
-    train_ds, eval_ds = data.load(script_args, training_args, tokenizer)  # column errors before the model loads
-    run.header(recipe, train_ds, eval_ds)
+    tokenizer, train_ds, eval_ds = run.start(recipe)
     trainer = SFTTrainer(
         model=load_model(model_args, training_args, tokenizer),
         args=training_args,

@@ -6,179 +6,17 @@ become the JSON schema the chat template shows). GRPOTrainer's own tool loop run
 TRL's loop step for step. A tool never raises and never hangs on any string: a bad call returns an error string
 the model reads.
 
-`exact()` is the exact-rational arithmetic both the calculator and the `arithmetic` reward use: a small
-recursive-descent parser over Fractions, never `eval`, bounded in input size, nesting and number size.
+The calculator's engine (exact rational arithmetic, shared with the `arithmetic` reward) is thinktrain.arithmetic;
+loading a 'pkg.mod:fn' tool is thinktrain.callables, shared with rewards.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-import re
-import sys
 from collections.abc import Callable
-from fractions import Fraction
 
+from .arithmetic import CalcError, exact, show
+from .callables import Wording, load_callable
 from .errors import RecipeError, one_line, suggest
-
-MAX_CHARS = 200  # an arithmetic step a solution writes is far shorter; a longer string is refused at once
-MAX_DEPTH = 30  # parentheses
-MAX_BITS = 256  # numerator/denominator size of any value (~77 digits): far past any word problem
-MAX_EXPONENT = 64
-
-
-class CalcError(ValueError):
-    """A malformed or too-large expression (the calculator returns its message)."""
-
-
-# numbers: 1,234.5 (comma thousands), .5, $12; operators + - * / × ÷ x ^ ** ( ) and a postfix %
-_TOKENS = re.compile(r"\s*(?:(?P<num>\$?(?:[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[0-9]+)(?:\.[0-9]+)?|\$?\.[0-9]+)"
-                     r"|(?P<op>\*\*|[-+*/×÷x^()%−]))")
-
-
-def _tokens(text: str) -> list[str]:
-    out, pos = [], 0
-    text = text.rstrip()
-    while pos < len(text):
-        m = _TOKENS.match(text, pos)
-        if not m:
-            raise CalcError(f"unexpected {text[pos:].strip()[:1]!r}")
-        out.append(m.group("num") or {"×": "*", "x": "*", "÷": "/", "−": "-", "^": "**"}.get(m.group("op"),
-                                                                                              m.group("op")))
-        pos = m.end()
-    return out
-
-
-def _check(value: Fraction) -> Fraction:
-    if value.numerator.bit_length() > MAX_BITS or value.denominator.bit_length() > MAX_BITS:
-        raise CalcError("number too large")
-    return value
-
-
-class _Parser:
-    """expr := term (('+'|'-') term)*; term := power (('*'|'/') power)*; power := unary ('**' power)?;
-    unary := '-' unary | atom '%'?; atom := number | '(' expr ')'."""
-
-    def __init__(self, tokens: list[str]):
-        self.tokens, self.i, self.depth = tokens, 0, 0
-
-    def peek(self) -> str | None:
-        return self.tokens[self.i] if self.i < len(self.tokens) else None
-
-    def take(self) -> str:
-        token = self.peek()
-        if token is None:
-            raise CalcError("incomplete expression")
-        self.i += 1
-        return token
-
-    def expr(self) -> Fraction:
-        value = self.term()
-        while self.peek() in ("+", "-"):
-            op, right = self.take(), self.term()
-            value = _check(value + right if op == "+" else value - right)
-        return value
-
-    def term(self) -> Fraction:
-        value = self.power()
-        while self.peek() in ("*", "/"):
-            op, right = self.take(), self.power()
-            if op == "/" and right == 0:
-                raise CalcError("division by zero")
-            value = _check(value * right if op == "*" else value / right)
-        return value
-
-    def power(self) -> Fraction:
-        base = self.unary()
-        if self.peek() != "**":
-            return base
-        self.take()
-        self.depth += 1  # right-associative: 2**3**2 recurses
-        if self.depth > MAX_DEPTH:
-            raise CalcError("expression nested too deeply")
-        exponent = self.power()
-        self.depth -= 1
-        if exponent.denominator != 1 or abs(exponent) > MAX_EXPONENT:
-            raise CalcError(f"exponent must be a whole number from -{MAX_EXPONENT} to {MAX_EXPONENT}")
-        if base == 0 and exponent < 0:
-            raise CalcError("division by zero")
-        bits = max(base.numerator.bit_length(), base.denominator.bit_length()) * abs(int(exponent))
-        if bits > MAX_BITS:
-            raise CalcError("number too large")
-        return base ** int(exponent)
-
-    def unary(self) -> Fraction:
-        if self.peek() in ("-", "+"):
-            sign = -1 if self.take() == "-" else 1
-            self.depth += 1
-            if self.depth > MAX_DEPTH:
-                raise CalcError("expression nested too deeply")
-            value = sign * self.unary()
-            self.depth -= 1
-            return value
-        value = self.atom()
-        if self.peek() == "%":
-            self.take()
-            value /= 100
-        return value
-
-    def atom(self) -> Fraction:
-        token = self.take()
-        if token == "(":
-            self.depth += 1
-            if self.depth > MAX_DEPTH:
-                raise CalcError("expression nested too deeply")
-            value = self.expr()
-            if self.peek() != ")":
-                raise CalcError("missing ')'")
-            self.take()
-            self.depth -= 1
-            return value
-        if token[0] in "$.0123456789":
-            return Fraction(token.replace("$", "").replace(",", ""))
-        raise CalcError(f"unexpected {token!r}")
-
-
-def exact(expression: str, max_chars: int | None = MAX_CHARS) -> Fraction:
-    """The exact value of an arithmetic expression; CalcError when it is malformed, too long or too large.
-    (The arithmetic reward bounds its equations itself, in terms and digits, and passes max_chars=None.)"""
-    if not isinstance(expression, str):
-        raise CalcError("the expression must be a string")
-    if max_chars is not None and len(expression) > max_chars:
-        raise CalcError(f"expression longer than {MAX_CHARS} characters")
-    parser = _Parser(_tokens(expression))
-    if not parser.tokens:
-        raise CalcError("empty expression")
-    value = parser.expr()
-    if parser.peek() is not None:
-        raise CalcError(f"unexpected {parser.peek()!r}")
-    return value
-
-
-def show(value: Fraction) -> str:
-    """A Fraction as a number a solution would write: 24, -2.5, 3.333333 (non-terminating: 6 decimals)."""
-    if value.denominator == 1:
-        return str(value.numerator)
-    den = value.denominator
-    for p in (2, 5):
-        while den % p == 0:
-            den //= p
-    if den == 1:  # a terminating decimal: exact
-        digits = max(_power_of(value.denominator, 2), _power_of(value.denominator, 5))
-        text = f"{abs(value.numerator) * 10**digits // value.denominator:0{digits + 1}d}"
-        out = f"{text[:-digits]}.{text[-digits:]}"
-    else:
-        scaled = round(abs(value) * 10**6)
-        out = f"{scaled // 10**6}.{scaled % 10**6:06d}".rstrip("0").rstrip(".")
-    return ("-" if value < 0 else "") + out
-
-
-def _power_of(n: int, p: int) -> int:
-    k = 0
-    while n % p == 0:
-        n //= p
-        k += 1
-    return k
 
 
 def calculator(expression: str) -> str:
@@ -200,21 +38,13 @@ def calculator(expression: str) -> str:
 
 TOOLS: dict[str, Callable] = {"calculator": calculator}
 
-
-def _import_tool(path: str) -> Callable:
-    module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
-    if not module_name or not attr:
-        raise RecipeError(f"tools: '{path}' is neither a built-in tool ({', '.join(TOOLS)}) nor 'pkg.module:function'")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except (Exception, SystemExit) as e:
-        raise RecipeError(f"tools: cannot import '{path}': {type(e).__name__}: {one_line(e)}") from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise RecipeError(f"tools: '{path}': module '{module_name}' has no function '{attr}'")
-    return fn
+# how a 'pkg.mod:fn' tool that cannot be loaded is refused (the names, {known}, are TOOLS')
+_WORDING = Wording(
+    malformed="tools: '{path}' is neither a built-in tool ({known}) nor 'pkg.module:function'",
+    unimportable="tools: cannot import '{path}': {error}",
+    missing="tools: '{path}': module '{module}' has no function '{attr}'",
+    not_callable="tools: '{path}': module '{module}' has no function '{attr}'",
+)
 
 
 def load_tools(names) -> list[Callable]:
@@ -230,7 +60,7 @@ def load_tools(names) -> list[Callable]:
         if name in TOOLS:
             fn = TOOLS[name]
         elif ":" in name or "." in name:
-            fn = _import_tool(name)
+            fn = load_callable(name, _WORDING, RecipeError, known=", ".join(TOOLS))
         else:
             raise RecipeError(f"tools: unknown tool '{name}'{suggest(name, TOOLS)}; built-in: {', '.join(TOOLS)}, "
                               f"or give 'pkg.module:function'")
