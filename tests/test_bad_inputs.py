@@ -227,7 +227,8 @@ def test_renamed_and_removed_keys_match_the_installed_dataclasses():
     import re
 
     from thinktrain.configs import dataclass_types
-    from thinktrain.errors import REMOVED, RENAMED, TASKS
+    from thinktrain.errors import TASKS
+    from thinktrain.porting import REMOVED, RENAMED
 
     fields = {f.name for task in TASKS for c in dataclass_types(task) for f in dataclasses.fields(c)}
     assert not (set(RENAMED) | set(REMOVED)) & fields

@@ -291,10 +291,10 @@ def test_recipe_error_is_an_exception_type():
 
 
 def test_unreachable_hub_is_named_when_not_flagged_offline(tmp_path, run_cli, monkeypatch):
-    import thinktrain.recipe as recipe
+    import thinktrain.checks as checks
 
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)  # read once, at import
-    monkeypatch.setattr(recipe, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(checks, "_hub_reachable", lambda: False)
     code, _, err = run_cli("train", write(tmp_path, BASE.replace("scratch:tiny", "Qwen/Qwen2.5-0.5B-Instruct")))
     assert code == 2
     assert "'Qwen/Qwen2.5-0.5B-Instruct' is a Hugging Face Hub id, but huggingface.co cannot be reached" in err

@@ -128,3 +128,16 @@ def test_grpo_figure_shows_whether_rl_has_signal():
                                                 "accuracy/groups_all_right"]
     assert chosen["entropy"] == ["entropy"]
     assert "entropy" not in dict(panels(_sft_state()["log_history"]))  # SFT's token entropy is not a panel
+
+
+def test_report_command_parses_without_trl_or_torch(tmp_path):
+    """`thinktrain report` is argparse (arguments.py), not TrlParser: a mistake costs no TRL/torch import."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from thinktrain.cli import main; rc = main(['report', sys.argv[1]]); "
+            "print(rc, *(m in sys.modules for m in ('trl', 'torch', 'transformers')))")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "missing")], capture_output=True, text=True)
+    assert proc.stdout.split() == ["2", "False", "False", "False"], proc.stderr
+    assert proc.stderr.strip() == f"thinktrain: error: report: no such folder: {tmp_path / 'missing'}"
+

@@ -29,15 +29,15 @@ logging.getLogger("DeepSpeed").addFilter(lambda record: not record.getMessage().
 USAGE = """usage: thinktrain train RECIPE.yaml [--key value ...]
        thinktrain eval --model PATH --dataset NAME_OR_FILE [--split test] [--limit N] [--num_samples k] ...
        thinktrain report OUTPUT_DIR
-       thinktrain pipeline [--out runs/demo] [--seed N]
+       thinktrain pipeline [--out runs/demo] [--seed N] [--practice grpo|rft|rft,grpo]
        thinktrain merge ADAPTER_DIR OUT_DIR
 
-  train     run a recipe (task: pretrain | sft | grpo); every recipe key can be overridden as --key value
+  train     run a recipe (task: pretrain | sft | grpo | rft); every recipe key can be overridden as --key value
             e.g. thinktrain train recipes/tiny/sft.yaml --max_steps 5 --output_dir runs/try
   eval      generate answers to held-out problems and score them (pass@1; pass@k, maj@k with --num_samples k)
             e.g. thinktrain eval --model runs/tiny/sft --dataset synthetic:gsm8k --limit 200 --output eval.json
             (thinktrain eval --help lists every option; see docs/evaluation.md)
-  pipeline  pretrain -> SFT -> GRPO (recipes/demo) with a held-out evaluation after each stage; what make demo runs
+  pipeline  pretrain -> SFT -> practice (recipes/demo) with a held-out evaluation after each stage; make demo runs it
   merge     fold a LoRA adapter (a use_peft run's output_dir) into its base model -> a full model + tokenizer
   report    OUTPUT_DIR/report.md + PNG curves from the stages' trainer_state.json and OUTPUT_DIR/results.json
 """

@@ -2,18 +2,22 @@
 
 A recipe's keys are the fields of three dataclasses chosen by its task (`dataclass_types`): thinktrain's
 arguments (TRL's ScriptArguments plus the fields below), the trainer's config (TRL's SFTConfig / GRPOConfig, or
-PretrainConfig) and TRL's ModelConfig. `thinktrain eval`'s options are EvalArguments. Nothing here loads data or
-models; checks that need only the values themselves run in __post_init__ (a ValueError, reported as one line).
+PretrainConfig) and TRL's ModelConfig. `thinktrain eval`'s options are EvalArguments. `Recipe` (at the end) is
+what recipe.parse returns: those three, the keys the user set, and the tools and rewards resolved once. Nothing
+here loads data or models; checks that need only the values themselves run in __post_init__ (a ValueError,
+reported as one line).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 
+import yaml
 from trl import GRPOConfig, ModelConfig, ScriptArguments, SFTConfig
 
-from .errors import TASKS, suggest
+from .errors import TASKS, is_secret, suggest
 from .tokenizer import MIN_VOCAB
 
 
@@ -264,3 +268,48 @@ def dataclass_types(task: str) -> tuple:
         "grpo": (GRPORecipeArguments, GRPOConfig, ModelConfig),
         "rft": (RFTArguments, SFTConfig, ModelConfig),
     }[task]
+
+
+# --------------------------------------------------------------------------- the parsed recipe
+
+
+@dataclass
+class Recipe:
+    """A parsed recipe: the task's three dataclasses, the keys the user set, and what parse decided for them."""
+
+    task: str
+    script_args: object  # configs.RecipeArguments (or its GRPO / pretrain subclass)
+    training_args: object  # SFTConfig, GRPOConfig or configs.PretrainConfig
+    model_args: object  # trl.ModelConfig
+    keys: list[str] = field(default_factory=list)  # set in the YAML or on the command line, in that order
+    bf16_fallback: str | None = None  # why a CPU bf16 recipe trains in fp32 here (the run header says it)
+    secrets: list[str] = field(default_factory=list)  # names of the secrets given (never their values)
+    tools: list = field(default_factory=list)  # the `tools` key resolved once to functions (validate); all use these
+    rewards: list = field(default_factory=list)  # reward_funcs resolved once to functions (validate), in order
+
+    def resolved(self) -> dict:
+        """The keys the user set, with the values that were actually used (what recipe.yaml records and the model
+        card quotes). Secret keys (hub_token, ...) are left out: both files are uploaded with the model."""
+        out = {}
+        for key in dict.fromkeys(self.keys):
+            if is_secret(key):
+                continue
+            for obj in (self.script_args, self.training_args, self.model_args):
+                if any(f.name == key for f in dataclasses.fields(obj)):
+                    value = getattr(obj, key)
+                    out[key] = getattr(value, "value", value)  # enums -> their string
+                    break
+        return {"task": self.task, **out}
+
+    def to_yaml(self) -> str:
+        """recipe.yaml: resolved(), led by a comment naming the secrets that were given and not recorded, and where
+        a rerun takes them from, so the file stays rerunnable without ever holding one."""
+        hub = [s for s in self.secrets if s in ("hub_token", "env HF_TOKEN", "env HUGGING_FACE_HUB_TOKEN")]
+        other = [s for s in self.secrets if s not in hub]
+        note = [f"# Secrets given to this run, not recorded here: {', '.join(self.secrets)}."] if self.secrets else []
+        if hub:
+            note.append("# To rerun it, give the Hub token as HF_TOKEN in the environment, or run `hf auth login`.")
+        if other:
+            note.append(f"# To rerun it, give {', '.join(other)} again (environment or command line), not in this "
+                        f"file.")
+        return "".join(line + "\n" for line in note) + yaml.safe_dump(self.resolved(), sort_keys=False)

@@ -26,7 +26,8 @@ from .configs import EvalArguments
 from .errors import RecipeError, pct
 from .generation import complete, encode_prompts
 from .models import load_checkpoint
-from .recipe import Parser, check_source
+from .arguments import dataclass_parser
+from .checks import check_source
 
 METRIC = Path(__file__).parent / "metrics" / "gsm8k_accuracy"
 BREAKDOWN_COLUMNS = ("steps", "template")  # per-difficulty tables when the data has them (synthetic does)
@@ -382,7 +383,7 @@ def check_model_source(model: str):
 
 def main(argv: list[str]) -> int:
     """`thinktrain eval ...`: every input mistake is a RecipeError raised before the model loads."""
-    parser = Parser(EvalArguments, prog="thinktrain eval", description="Evaluate a causal LM on GSM8K-style problems "
+    parser = dataclass_parser(EvalArguments, prog="thinktrain eval", description="Evaluate a causal LM on GSM8K-style problems "
                     "(pass@1 greedy; with --num_samples k > 1 also sampled accuracy, pass@k, maj@k).")
     try:
         args, rest = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True)

@@ -13,12 +13,12 @@ import json
 import shutil
 from pathlib import Path
 
+from .arguments import ArgumentParser
 from .errors import RecipeError
-from .recipe import Parser
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = Parser(prog="thinktrain merge", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="thinktrain merge", description=__doc__.split("\n")[0])
     p.add_argument("adapter_dir", help="folder with adapter_config.json (a use_peft run's output_dir or checkpoint)")
     p.add_argument("out_dir", help="where the merged model + tokenizer go")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],

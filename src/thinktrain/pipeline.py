@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 from . import tasks
+from .arguments import ArgumentParser
 from .configs import EvalArguments
 from .errors import RecipeError, pct
-from .recipe import Parser, parse
+from .recipe import parse
 
 STAGES = ("pretrain", "sft")  # then the practice stage(s)
 PRACTICE = ("grpo", "rft")
@@ -36,7 +37,7 @@ SUMMARY_KEYS = ("accuracy", "accuracy_lenient", "sampled_accuracy", "pass_at_k",
 
 
 def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="thinktrain pipeline", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="thinktrain pipeline", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/demo", help="output folder: <stage>/, eval/, results.json, report.md")
     p.add_argument("--recipes", default=str(RECIPES), help="folder with pretrain.yaml, sft.yaml, grpo.yaml, rft.yaml")
     p.add_argument("--seed", type=int, default=None, help="seed for every stage (default: each recipe's own)")

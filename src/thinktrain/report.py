@@ -15,8 +15,8 @@ import json
 import re
 from pathlib import Path
 
+from .arguments import ArgumentParser
 from .errors import RecipeError, pct
-from .recipe import Parser
 
 STAGE_ORDER = ("pretrain", "sft", "rft", "grpo")
 EVAL_COLUMNS = {"accuracy": "pass@1", "accuracy_lenient": "lenient", "sampled_accuracy": "sampled",
@@ -179,7 +179,7 @@ def write_report(out_dir) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    p = Parser(prog="thinktrain report", description="report.md + PNG curves for a pipeline's output folder.")
+    p = ArgumentParser(prog="thinktrain report", description="report.md + PNG curves for a pipeline's output folder.")
     p.add_argument("output_dir", help="a pipeline's output folder (pretrain/, sft/, grpo/, results.json)")
     try:
         args = p.parse_args(argv)
