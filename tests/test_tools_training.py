@@ -77,7 +77,7 @@ def test_sft_with_tools_trains_the_calls_not_the_replies(calculator_model):
     assert "tools:\n- calculator" in recipe
     prompt = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
     ds = Dataset.from_list([{"prompt": prompt, "completion": tool_conversation(ROW["answer"]),
-                             "tools": tool_schemas(["calculator"])}])
+                             "tools": tool_schemas([calculator])}])
     trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(out), processing_class=tok, train_dataset=ds,
                          args=SFTConfig(output_dir=str(out.parent / "x"), assistant_only_loss=True, use_cpu=True,
                                         report_to="none", max_length=512))
