@@ -39,6 +39,7 @@ RANGES = {
     "gradient_accumulation_steps": POSITIVE, "eval_accumulation_steps": POSITIVE, "num_train_epochs": POSITIVE,
     "max_length": POSITIVE, "max_completion_length": POSITIVE, "max_prompt_length": POSITIVE,
     "max_train_samples": POSITIVE, "max_eval_samples": POSITIVE,
+    "heldout_steps": POSITIVE, "heldout_problems": POSITIVE, "heldout_max_new_tokens": POSITIVE,  # a loop, a batch
     "dataset_num_proc": POSITIVE,  # datasets' map(num_proc=0) raises
     "generation_batch_size": POSITIVE, "steps_per_generation": POSITIVE,  # GRPOConfig takes 0: no batch to generate
     "num_generations_eval": POSITIVE, "num_iterations": POSITIVE,  # GRPO: 0 updates per generation trains nothing
@@ -226,6 +227,9 @@ def check_combinations(recipe: Recipe):
         bits = "load_in_4bit" if model_args.load_in_4bit else "load_in_8bit"
         raise RecipeError(f"{bits}: a quantized model trains only through LoRA adapters; set use_peft: true, or "
                           f"{bits}: false")
+    if script_args.heldout_steps and recipe.task == "pretrain":
+        raise RecipeError("heldout_steps: held-out accuracy needs problems with gold answers; task pretrain reads raw "
+                          "text (evaluate the checkpoints with `thinktrain eval`, or remove the key)")
     if recipe.task == "grpo":  # GRPOConfig's keys (rft's trainer config is SFTConfig)
         if training_args.beta > 0 and scratch and not peft:
             # GRPOTrainer builds its reference model with from_pretrained(the model's name); a scratch model has none

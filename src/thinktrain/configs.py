@@ -68,6 +68,19 @@ class RecipeArguments(ScriptArguments):
                           "rollouts; sft: GSM8K <<expr=result>> annotations become calculator calls and replies; "
                           "rft: sampling calls them; pretrain: the tokenizer gets the tool tags as single tokens."},
     )
+    heldout_steps: int | None = field(
+        default=None,
+        metadata={"help": "Every this many optimizer steps (rft: after every round), greedy accuracy on heldout_problems "
+                          "held-out problems, logged as heldout/accuracy beside the loss (trainer_state, report_to) "
+                          "and drawn by `thinktrain report`; also once before training. Needs gold answers."},
+    )
+    heldout_problems: int = field(
+        default=100, metadata={"help": "How many held-out problems heldout_steps evaluates (the split's first N)."})
+    heldout_split: str | None = field(
+        default=None, metadata={"help": "The split heldout_steps evaluates on (default: dataset_test_split)."})
+    heldout_max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Token budget of each held-out answer (default: max_completion_length, "
+                                        "or 256 where the task has none)."})
     learning_rate_groups: dict | str | None = field(
         default=None,
         metadata={"help": "{regex: lr}: parameters whose name matches the regex (re.search; first match wins) train "
@@ -286,6 +299,7 @@ class Recipe:
     secrets: list[str] = field(default_factory=list)  # names of the secrets given (never their values)
     tools: list = field(default_factory=list)  # the `tools` key resolved once to functions (validate); all use these
     rewards: list = field(default_factory=list)  # reward_funcs resolved once to functions (validate), in order
+    heldout: object = None  # the held-out problems of heldout_steps (prompt + solution), loaded by run.start
 
     def resolved(self) -> dict:
         """The keys the user set, with the values that were actually used (what recipe.yaml records and the model

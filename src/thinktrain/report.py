@@ -5,6 +5,8 @@ pretrain/, sft/, grpo/, ... (OUTPUT_DIR itself counts when it is a single run's 
 loss (and eval_loss); for GRPO also the reward with each component (`rewards/<name>/mean`),
 `frac_reward_zero_std` (share of prompt groups with no learning signal) with the all-wrong / all-right split,
 token entropy, and `completions/mean_length`.
+With heldout_steps, held-out accuracy against training minutes for every stage on one plot (a trainer's
+`heldout/*` entries; expert iteration's rounds.jsonl).
 `OUTPUT_DIR/results.json` = {"sft": {accuracy, accuracy_lenient, sampled_accuracy, pass_at_k, k, n}, ...}
 (e.g. evaluate_model's output per stage) becomes a table and a bar chart. Whatever is missing is skipped.
 """
@@ -55,7 +57,44 @@ def panels(history: list[dict]) -> list[tuple[str, list[str]]]:
     if any(_COMPONENT.match(k) for k in keys):  # GRPO: entropy falling = sharpening, rising = collapse
         out.append(("entropy", [k for k in ("entropy",) if k in keys]))
     out.append(("completion length (tokens)", [k for k in ("completions/mean_length",) if k in keys]))
+    out.append(("held-out accuracy", [k for k in ("heldout/accuracy",) if k in keys]))  # heldout_steps
     return [(title, ks) for title, ks in out if ks]
+
+
+def heldout_curves(out: Path, stages: dict[str, Path]) -> dict[str, tuple[list, list]]:
+    """Stage -> (training minutes, held-out accuracy) from heldout_steps: a trainer's `heldout/*` log entries, or
+    expert iteration's rounds.jsonl (minutes summed over rounds, accuracy after each)."""
+    curves = {}
+    for name, state in stages.items():
+        folder = state.parent.parent if state.parent.name.startswith("checkpoint-") else state.parent
+        rounds = folder / "rounds.jsonl"
+        if rounds.is_file():
+            rows = [json.loads(line) for line in rounds.read_text().splitlines() if line.strip()]
+            minutes, acc, total = [], [], 0.0
+            for row in rows:
+                total += row.get("minutes") or 0.0
+                if isinstance(row.get("heldout_accuracy"), (int, float)):
+                    minutes.append(total)
+                    acc.append(row["heldout_accuracy"])
+        else:
+            history = [h for h in _read_json(state).get("log_history", []) if isinstance(h, dict)]
+            points = [(h["heldout/minutes"], h["heldout/accuracy"]) for h in history
+                      if isinstance(h.get("heldout/accuracy"), (int, float))]
+            minutes, acc = [m for m, _ in points], [a for _, a in points]
+        if acc:
+            curves[name] = (minutes, acc)
+    return curves
+
+
+def plot_heldout(curves: dict[str, tuple[list, list]], path: Path):
+    fig, ax = _pyplot().subplots(figsize=(6, 3.6))
+    for name, (minutes, acc) in curves.items():
+        ax.plot(minutes, [100 * a for a in acc], marker="o", markersize=3, label=name)
+    ax.set_xlabel("training minutes (held-out evaluation excluded)")
+    ax.set_ylabel("held-out greedy accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
 
 
 def _pyplot():
@@ -154,6 +193,14 @@ def write_report(out_dir) -> Path:
         sampled = ", ".join(columns[k] for k in keys[2:])
         lines += ["", "pass@1 and lenient: greedy" + (f"; {sampled}: k samples per problem" if sampled else "")
                   + " (docs/evaluation.md).", "", "![evaluation accuracy per stage](eval_accuracy.png)", ""]
+    curves = heldout_curves(out, stages)
+    if curves:
+        plot_heldout(curves, out / "heldout_accuracy.png")
+        lines += ["## Held-out accuracy while training", "", "| stage | first | last | best | minutes |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += [f"| {name} | {pct(acc[0])} | {pct(acc[-1])} | {pct(max(acc))} | {minutes[-1]:.1f} |"
+                  for name, (minutes, acc) in curves.items()]
+        lines += ["", "![held-out accuracy against training minutes](heldout_accuracy.png)", ""]
     for name, state_file in stages.items():
         state = _read_json(state_file)
         history = [h for h in state.get("log_history", []) if isinstance(h, dict)]

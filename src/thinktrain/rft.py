@@ -23,7 +23,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from . import data, run
+from . import data, heldout, run
 from .errors import RecipeError
 from .models import load_model, model_init_kwargs, scratch_preset
 from .output_lock import lock_output_dir, unlock_output_dir
@@ -207,12 +207,17 @@ def _rounds(recipe, state, out: Path, tokenizer, practice, rewards, weights: lis
         if state.is_main_process:
             tokenizer.save_pretrained(str(round_dir))
             log = {"round": r, **stats, "train_loss": loss, "minutes": round((time.time() - started) / 60, 2)}
+            if recipe.heldout is not None:  # heldout_steps: the round's model on the held-out problems
+                log["heldout_accuracy"] = heldout.accuracy(
+                    model, tokenizer, recipe.heldout, max_new_tokens=heldout.budget(recipe),
+                    batch_size=script_args.sampling_batch_size, tools=tools)
             with open(out / "rounds.jsonl", "a") as f:
                 f.write(json.dumps(log) + "\n")
             (round_dir / "round.json").write_text(json.dumps(log))  # last: the round is complete
             print(f"  round {r}/{script_args.rounds}: solved {100 * stats['solved']:.1f}% of {stats['prompts']} "
                   f"prompts ({100 * stats['sampled_correct']:.1f}% of samples right), kept {stats['kept']} pairs"
                   + (f" (mean {stats['mean_kept_tokens']:.1f} tokens), train loss {loss:.4f}" if kept else "")
+                  + (f", held-out accuracy {100 * log['heldout_accuracy']:.1f}%" if "heldout_accuracy" in log else "")
                   + f", {log['minutes']:.1f} min", flush=True)
         state.wait_for_everyone()
         source = str(round_dir)

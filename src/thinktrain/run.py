@@ -10,6 +10,7 @@ import logging
 import re
 from pathlib import Path
 
+from . import heldout
 from .guard import guard_finite
 from .lr_groups import use_learning_rate_groups
 from .output_lock import lock_output_dir, unlock_output_dir
@@ -34,6 +35,7 @@ def start(recipe):
     if recipe.tools and recipe.task in ("sft", "rft"):
         training_args.assistant_only_loss = True  # tool replies are read, not written, by the model
     train_ds, eval_ds = data.load(script_args, training_args, tokenizer, recipe.tools)
+    recipe.heldout = heldout.load(script_args)  # heldout_steps' problems: a missing split or column stops here
     header(recipe, train_ds, eval_ds)
     return tokenizer, train_ds, eval_ds
 
@@ -78,6 +80,10 @@ def header(recipe, train_ds, eval_ds) -> str:
         per_round = script_args.prompts_per_round or "all"
         lines.append(f"  rounds     {script_args.rounds} x ({per_round} prompts -> keep {script_args.selection} by "
                      f"{script_args.correctness_reward} -> SFT)")
+    if recipe.heldout is not None:
+        when = "after every round" if task == "rft" else f"every {script_args.heldout_steps} steps and at the start"
+        lines.append(f"  heldout    greedy accuracy on {len(recipe.heldout)} problems of "
+                     f"{script_args.heldout_split or script_args.dataset_test_split}, {when}")
     steps = f"{training_args.max_steps} steps" if training_args.max_steps > 0 else f"{training_args.num_train_epochs:g} epochs"
     lines.append(f"  schedule   {steps}, lr {training_args.learning_rate:g}")
     lines.append(f"  output     {training_args.output_dir}")
@@ -122,6 +128,8 @@ def train(trainer, recipe):
     """fit() with auto-resume, holding output_dir's lock (released by finish, or here on any error)."""
     script_args, training_args = recipe.script_args, recipe.training_args
     lock_output_dir(training_args)
+    if getattr(recipe, "heldout", None) is not None:
+        trainer.add_callback(heldout.callback(trainer, recipe))
     try:
         return fit(trainer, script_args, checkpoint_to_resume(script_args, training_args))
     except BaseException:

@@ -1,0 +1,140 @@
+"""Held-out accuracy while training (recipe key heldout_steps): logged at the steps it names with the value the
+accuracy reward gives, drawn by `thinktrain report`, after every rft round; bad values stop in one line."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from thinktrain import generation
+from thinktrain.generation import Completion
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_SFT = ROOT / "recipes/tiny/sft.yaml"
+
+
+def held_out(n: int) -> list[tuple[str, str]]:
+    """(question, gold) of the first n problems of synthetic:gsm8k's test split, as heldout.load reads them."""
+    from thinktrain.configs import EvalArguments
+    from thinktrain.data import gold_answer
+    from thinktrain.evaluation import load_problems
+
+    ds = load_problems(EvalArguments(dataset="synthetic:gsm8k", split="test", limit=n))
+    return [(row["question"], gold_answer(row["answer"])) for row in ds]
+
+
+@pytest.fixture
+def half_right(monkeypatch):
+    """The generator answers the even-numbered held-out problems right and the odd ones wrong: accuracy 0.5."""
+    problems = held_out(8)
+    calls = []
+
+    def fake(model, tokenizer, prompts, **kwargs):
+        calls.append(len(prompts))
+        out = []
+        for text in prompts:
+            i = next(i for i, (q, _) in enumerate(problems) if q in text)
+            gold = problems[i][1]
+            answer = gold if i % 2 == 0 else gold + "1"
+            out.append(Completion(f"<think>so</think><answer>{answer}</answer>", 9, True, ()))
+        return out
+
+    monkeypatch.setattr(generation, "generate", fake)
+    return calls
+
+
+def test_logged_at_the_steps_named_with_the_rewards_value(tmp_path, run_cli, half_right):
+    out = tmp_path / "sft"
+    code, stdout, err = run_cli("train", TINY_SFT, "--max_steps", 4, "--heldout_steps", 2, "--heldout_problems", 8,
+                                "--logging_steps", 1, "--output_dir", out)
+    assert code == 0, err
+    assert "  heldout    greedy accuracy on 8 problems of test, every 2 steps and at the start" in stdout
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    entries = [h for h in history if "heldout/accuracy" in h]
+    assert [h["step"] for h in entries] == [0, 2, 4]
+    assert [h["heldout/accuracy"] for h in entries] == [0.5, 0.5, 0.5]
+    minutes = [h["heldout/minutes"] for h in entries]
+    assert minutes == sorted(minutes) and minutes[0] == 0.0
+    assert half_right == [8, 8, 8]  # one batch of the 8 problems per evaluation
+    assert [h["step"] for h in history if "loss" in h] == [1, 2, 3, 4]  # the trainer's own logging goes on beside it
+
+    from thinktrain.report import write_report
+
+    report = write_report(out).read_text()
+    assert "## Held-out accuracy while training" in report and "| sft | 50.0% | 50.0% | 50.0% |" in report
+    assert (out / "heldout_accuracy.png").stat().st_size > 1000
+
+
+def test_accuracy_is_the_strict_accuracy_of_greedy_completions(half_right):
+    from thinktrain import heldout
+    from thinktrain.tokenizer import build_tokenizer
+
+    class Model:  # only the train/eval switch is touched: generation is the fake
+        training = True
+
+        def eval(self):
+            self.training = False
+
+        def train(self, mode=True):
+            self.training = mode
+
+    args = type("A", (), {"heldout_steps": 1, "heldout_problems": 8, "heldout_split": None,
+                          "dataset_test_split": "test", "dataset_name": "synthetic:gsm8k", "dataset_config": None,
+                          "prompt_column": "question", "answer_column": "answer", "system_prompt": None})()
+    model = Model()
+    value = heldout.accuracy(model, build_tokenizer(None), heldout.load(args), max_new_tokens=16, batch_size=4)
+    assert value == 0.5 and model.training is True
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--heldout_steps", "0"], "heldout_steps"),
+    (["--heldout_steps", "2", "--heldout_problems", "0"], "heldout_problems"),
+    (["--heldout_steps", "2", "--heldout_max_new_tokens", "0"], "heldout_max_new_tokens"),
+    (["--heldout_steps", "2", "--heldout_split", "nope"],
+     "heldout_split: dataset 'synthetic:gsm8k' has no split 'nope'"),
+])
+def test_bad_values_stop_in_one_line(run_cli, monkeypatch, extra, words):
+    import thinktrain.models
+
+    monkeypatch.setattr(thinktrain.models, "load_model", lambda *a, **k: pytest.fail("a model loaded"))
+    code, out, err = run_cli("train", TINY_SFT, *extra)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and words in lines[0], err
+
+
+def test_data_without_gold_answers_stops_in_one_line(tmp_path, run_cli):
+    data = tmp_path / "chats.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                             {"role": "assistant", "content": "hello"}]}) + "\n")
+    code, out, err = run_cli("train", TINY_SFT, "--dataset_name", data, "--dataset_train_split", "train",
+                             "--heldout_steps", 1, "--heldout_split", "train")
+    assert code == 2 and err.strip().splitlines() == [
+        f"thinktrain: error: dataset '{data}' lacks column(s) question, answer (heldout_steps needs a question and a "
+        f"gold answer); it has: messages — set prompt_column/answer_column to map yours"]
+
+
+def test_pretrain_refuses_it(run_cli):
+    code, out, err = run_cli("train", ROOT / "recipes/tiny/pretrain.yaml", "--heldout_steps", 5)
+    assert code == 2 and "heldout_steps: held-out accuracy needs problems with gold answers" in err
+
+
+@pytest.mark.slow
+def test_every_rft_round_logs_the_accuracy_of_its_model(tmp_path, tiny_model_dir):
+    from test_rft import run_child
+
+    from thinktrain import heldout
+    from thinktrain.models import load_checkpoint
+
+    out = tmp_path / "rft"
+    proc = run_child(tmp_path, out, tiny_model_dir, extra=["--heldout_steps", "1", "--heldout_problems", "16"])
+    assert proc.returncode == 0, proc.stderr
+    rounds = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+    args = type("A", (), {"heldout_steps": 1, "heldout_problems": 16, "heldout_split": None,
+                          "dataset_test_split": "test", "dataset_name": "synthetic:gsm8k", "dataset_config": None,
+                          "prompt_column": "question", "answer_column": "answer",
+                          "system_prompt": "Think inside <think> </think>, then answer inside <answer> </answer>."})()
+    problems = heldout.load(args)
+    for r in rounds:  # greedy: the round's saved model gives the logged number again
+        model, tok = load_checkpoint(str(out / f"round-{r['round']}"))
+        assert r["heldout_accuracy"] == heldout.accuracy(model, tok, problems, max_new_tokens=48, batch_size=64)
+        assert f"held-out accuracy {100 * r['heldout_accuracy']:.1f}%" in proc.stdout
