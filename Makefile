@@ -9,7 +9,11 @@ OUT  ?= runs/demo
 # keeps ranges for users who `pip install` the package. No NVIDIA GPU: requirements/cpu.txt, where torch's CPU build
 # is what pip finds first for `torch==2.13.0` on these machines (elsewhere PyPI's build); with one: requirements/gpu.txt
 # (adds vLLM). pip, not uv, installs: pip reads this machine's configuration (where its CPU torch wheel lies).
-LOCK ?= $(if $(shell command -v nvidia-smi 2>/dev/null),requirements/gpu.txt,requirements/cpu.txt)
+# gpu.txt is resolved for CPython 3.11 on x86-64 only; elsewhere a GPU machine takes cpu.txt (universal), whose
+# `torch==2.13.0` is PyPI's CUDA build there. The lock used is written into .venv/.installed (tests/test_lock.py).
+GPU_LOCK_FITS := $(shell command -v nvidia-smi >/dev/null 2>&1 && python3 -c 'import platform, sys; \
+	sys.exit(not (sys.version_info[:2] == (3, 11) and platform.machine() == "x86_64"))' 2>/dev/null && echo yes)
+LOCK ?= $(if $(GPU_LOCK_FITS),requirements/gpu.txt,requirements/cpu.txt)
 PIP_VERSION := 26.3
 UV_VERSION  := 0.13.9
 
@@ -19,7 +23,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PY) -m pip install -q -r $(LOCK)
 	$(PY) -m pip install -q --no-deps -e .
 	$(PY) -m pip check
-	touch $@
+	echo $(LOCK) > $@
 
 install: $(VENV)/.installed
 

@@ -222,7 +222,7 @@ def test_a_ported_open_r1_recipe_gets_every_key_to_change_in_one_error(run_cli, 
 
 
 def test_renamed_and_removed_keys_match_the_installed_dataclasses():
-    """Each old key of errors.RENAMED / REMOVED is no recipe key of any task, and each new name is one."""
+    """Each old key of porting.RENAMED / REMOVED is no recipe key of any task, and each new name is one."""
     import dataclasses
     import re
 

@@ -94,9 +94,9 @@ def test_accuracy_is_the_strict_accuracy_of_greedy_completions(half_right):
      "heldout_split: dataset 'synthetic:gsm8k' has no split 'nope'"),
 ])
 def test_bad_values_stop_in_one_line(run_cli, monkeypatch, extra, words):
-    import thinktrain.models
+    import thinktrain.sft
 
-    monkeypatch.setattr(thinktrain.models, "load_model", lambda *a, **k: pytest.fail("a model loaded"))
+    monkeypatch.setattr(thinktrain.sft, "load_model", lambda *a, **k: pytest.fail("a model loaded"))
     code, out, err = run_cli("train", TINY_SFT, *extra)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and words in lines[0], err
@@ -111,6 +111,41 @@ def test_data_without_gold_answers_stops_in_one_line(tmp_path, run_cli):
     assert code == 2 and err.strip().splitlines() == [
         f"thinktrain: error: dataset '{data}' lacks column(s) question, answer (heldout_steps needs a question and a "
         f"gold answer); it has: messages — set prompt_column/answer_column to map yours"]
+
+
+@pytest.mark.parametrize("env, words", [
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, "which DeepSpeed ZeRO-3 does not"),
+    ({"ACCELERATE_USE_FSDP": "true"}, "which FSDP does not allow"),
+])
+def test_sharded_weights_are_refused_in_one_line(run_cli, monkeypatch, env, words):
+    """The main process generates alone: a launch that shards the weights (accelerate's settings) is refused."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    code, out, err = run_cli("train", TINY_SFT, "--heldout_steps", 2)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and words in err, err
+
+
+def test_a_recipes_own_zero3_config_counts_too(tmp_path):
+    from thinktrain.checks import _sharded_weights
+
+    config = tmp_path / "ds.json"
+    config.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    for deepspeed, expected in ((str(config), "DeepSpeed ZeRO-3"), ({"zero_optimization": {"stage": 2}}, None),
+                                (None, None)):
+        assert _sharded_weights(type("T", (), {"fsdp": None, "deepspeed": deepspeed})()) == expected
+
+
+def test_a_resumed_run_keeps_its_evaluations_and_minutes(tmp_path, run_cli, half_right):
+    out = tmp_path / "sft"
+    common = ["--heldout_steps", 2, "--heldout_problems", 8, "--logging_steps", 1, "--save_steps", 2,
+              "--save_strategy", "steps", "--output_dir", out]
+    assert run_cli("train", TINY_SFT, "--max_steps", 2, *common)[0] == 0
+    first = [h for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "heldout/accuracy" in h]
+    assert run_cli("train", TINY_SFT, "--max_steps", 4, *common)[0] == 0  # resumes from checkpoint-2
+    entries = [h for h in json.loads((out / "trainer_state.json").read_text())["log_history"]
+               if "heldout/accuracy" in h]
+    assert [h["step"] for h in entries] == [0, 2, 4] and half_right == [8, 8, 8]  # step 2 not evaluated again
+    assert entries[:2] == first and entries[2]["heldout/minutes"] >= first[-1]["heldout/minutes"]
 
 
 def test_pretrain_refuses_it(run_cli):

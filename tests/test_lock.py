@@ -3,6 +3,7 @@ ranges, pin every package exactly, and be what this test run is running on."""
 
 import re
 import shutil
+import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -64,9 +65,18 @@ def test_both_locks_pin_the_same_torch_and_the_cpu_lock_no_cuda_library():
         assert cpu[name] == gpu[name], name
 
 
+def installed_lock() -> Path:
+    """The lock `make` installed this venv from (it writes its path into .venv/.installed), else the one it would."""
+    marker = Path(sys.prefix) / ".installed"
+    name = marker.read_text().strip() if marker.is_file() else ""
+    if name:
+        return ROOT / name
+    return LOCKS["gpu" if shutil.which("nvidia-smi") else "cpu"]
+
+
 def test_this_environment_is_the_lock():
     """The venv running the tests holds exactly the lock's versions (the one `make` picked for this machine)."""
-    lock = LOCKS["gpu" if shutil.which("nvidia-smi") else "cpu"]
+    lock = installed_lock()
     wrong = []
     for name, version, marker in read_lock(lock):
         if not applies(marker):
@@ -79,3 +89,7 @@ def test_this_environment_is_the_lock():
         if Version(installed).public != Version(version).public:  # torch 2.13.0+cpu is the lock's 2.13.0
             wrong.append(f"{name} {installed} (lock: {version})")
     assert not wrong, f"not what {lock.name} pins (make: rm -r .venv && make test): " + ", ".join(wrong)
+    if lock == LOCKS["gpu"]:  # the GPU lock's torch must be a CUDA build (a CPU wheel on the machine would win)
+        import torch
+
+        assert torch.version.cuda is not None, "gpu.txt installed torch's CPU build"

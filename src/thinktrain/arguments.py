@@ -11,6 +11,10 @@ from .errors import RecipeError
 
 
 class ArgumentParser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)  # --help shows the defaults
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # argparse would print usage and exit 2; one line through RecipeError instead
         raise RecipeError(message)
 

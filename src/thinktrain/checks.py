@@ -230,6 +230,11 @@ def check_combinations(recipe: Recipe):
     if script_args.heldout_steps and recipe.task == "pretrain":
         raise RecipeError("heldout_steps: held-out accuracy needs problems with gold answers; task pretrain reads raw "
                           "text (evaluate the checkpoints with `thinktrain eval`, or remove the key)")
+    if script_args.heldout_steps and (sharded := _sharded_weights(training_args)):
+        # heldout.py: the main process generates alone; sharded weights need every rank in each forward
+        raise RecipeError(f"heldout_steps: held-out accuracy generates on the main process, which {sharded} does not "
+                          f"allow (each forward gathers the weights from every rank); evaluate the checkpoints with "
+                          f"`thinktrain eval`, or launch with DDP or ZeRO-2")
     if recipe.task == "grpo":  # GRPOConfig's keys (rft's trainer config is SFTConfig)
         if training_args.beta > 0 and scratch and not peft:
             # GRPOTrainer builds its reference model with from_pretrained(the model's name); a scratch model has none
@@ -270,7 +275,7 @@ _PLAIN_OPTIMIZERS = {"adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "ad
 
 def check_packages(recipe: Recipe):
     """Features that need a package (or an NVIDIA GPU) this machine does not have."""
-    training_args, model_args = recipe.training_args, recipe.model_args
+    script_args, training_args, model_args = recipe.script_args, recipe.training_args, recipe.model_args
     for key, on, package, install in (
         ("use_vllm", getattr(training_args, "use_vllm", False), "vllm", "'thinktrain[vllm]'"),
         ("load_in_4bit", model_args.load_in_4bit, "bitsandbytes", "'thinktrain[qlora]'"),
@@ -280,11 +285,12 @@ def check_packages(recipe: Recipe):
         if on and importlib.util.find_spec(package) is None:
             raise RecipeError(f"{key}: true needs {package}, which is not installed; pip install {install} or pass "
                               f"--{key} false")
-    if model_args.load_in_4bit and evaluating(training_args) and (training_args.use_cpu or not has_bf16_accelerator()):
+    if model_args.load_in_4bit and (evaluating(training_args) or script_args.heldout_steps) \
+            and (training_args.use_cpu or not has_bf16_accelerator()):
         # measured: after an eval-mode forward, CPU 4-bit training crashes (Qwen2) or computes wrong gradients
         # without an error (Llama); 8-bit is unaffected
         raise RecipeError("load_in_4bit on CPU: bitsandbytes 4-bit training breaks after an evaluation (eval-mode "
-                          "forward); set eval_strategy: no, or use load_in_8bit on CPU")
+                          "forward); set eval_strategy: no and no heldout_steps, or use load_in_8bit on CPU")
     attention = model_args.attn_implementation or ""
     if attention.startswith("flash_attention") and not model_args.model_name_or_path.startswith("scratch:"):
         import torch
@@ -452,3 +458,21 @@ def _hub_reachable() -> bool:
         return True
     except OSError:
         return False
+
+
+def _sharded_weights(training_args) -> str | None:
+    """'DeepSpeed ZeRO-3' or 'FSDP' when the launch shards the weights across ranks (accelerate's launch settings
+    in the environment, or the recipe's own deepspeed / fsdp keys), else None."""
+    if training_args.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        return "FSDP"
+    stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+    config = training_args.deepspeed
+    if isinstance(config, str) and Path(config).is_file():
+        try:
+            config = json.loads(Path(config).read_text())
+        except (OSError, ValueError):
+            config = None
+    if isinstance(config, dict):
+        stage = (config.get("zero_optimization") or {}).get("stage", stage)
+    return "DeepSpeed ZeRO-3" if str(stage) == "3" else None
+

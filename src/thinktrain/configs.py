@@ -72,7 +72,8 @@ class RecipeArguments(ScriptArguments):
         default=None,
         metadata={"help": "Every this many optimizer steps (rft: after every round), greedy accuracy on heldout_problems "
                           "held-out problems, logged as heldout/accuracy beside the loss (trainer_state, report_to) "
-                          "and drawn by `thinktrain report`; also once before training. Needs gold answers."},
+                          "and drawn by `thinktrain report`; also once before training (not rft). Needs gold "
+                          "answers."},
     )
     heldout_problems: int = field(
         default=100, metadata={"help": "How many held-out problems heldout_steps evaluates (the split's first N)."})
@@ -298,7 +299,7 @@ class Recipe:
     bf16_fallback: str | None = None  # why a CPU bf16 recipe trains in fp32 here (the run header says it)
     secrets: list[str] = field(default_factory=list)  # names of the secrets given (never their values)
     tools: list = field(default_factory=list)  # the `tools` key resolved once to functions (validate); all use these
-    rewards: list = field(default_factory=list)  # reward_funcs resolved once to functions (validate), in order
+    rewards: list = field(default_factory=list)  # reward_funcs as functions: resolved (validate), bound (run.start)
     heldout: object = None  # the held-out problems of heldout_steps (prompt + solution), loaded by run.start
 
     def resolved(self) -> dict:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from . import run
 from .models import load_model
-from .rewards import load_rewards
 
 
 def main(recipe):
@@ -12,11 +11,9 @@ def main(recipe):
 
     script_args, training_args, model_args = recipe.script_args, recipe.training_args, recipe.model_args
     tokenizer, train_ds, eval_ds = run.start(recipe)
-    rewards = load_rewards(script_args.reward_funcs, script_args, tokenizer, training_args.max_completion_length,
-                           recipe.rewards)
     trainer = GRPOTrainer(
         model=load_model(model_args, training_args, tokenizer),
-        reward_funcs=rewards,
+        reward_funcs=recipe.rewards,  # bound by run.start
         tools=recipe.tools or None,  # TRL's own tool loop runs them in the rollouts
         args=training_args,
         train_dataset=train_ds,

@@ -5,8 +5,10 @@ steps and once before the first, logged beside the loss.
 The loss says how well a model imitates; for a model that should solve problems, only solving them says how it
 is going (TRL logs rewards, which are measured on the problems it trains on). The entries go into
 trainer_state.json's log_history and to every report_to tracker as `heldout/accuracy` with `heldout/minutes`
-(training minutes so far, held-out evaluation excluded), so runs of different speed compare on one time axis
-(`thinktrain report` draws them). Expert iteration evaluates after every round instead (rft.py, rounds.jsonl).
+(training minutes so far, held-out evaluation excluded; a resumed run goes on from the last logged value), so runs
+of different speed compare on one time axis (`thinktrain report` draws them). Expert iteration evaluates after
+every round instead (rft.py, rounds.jsonl). The main process generates while the other ranks wait, so weights
+sharded across ranks (DeepSpeed ZeRO-3, FSDP) are refused with the recipe (checks.py).
 """
 
 from __future__ import annotations
@@ -68,9 +70,13 @@ def callback(trainer, recipe):
 
     class HeldoutAccuracy(TrainerCallback):
         def __init__(self):
-            self.started, self.evaluating, self.done = None, 0.0, set()
+            self.started, self.evaluating, self.done, self.before = None, 0.0, set(), 0.0
 
         def on_train_begin(self, args, state, control, **kwargs):
+            # a resumed run has the checkpoint's log: its evaluations are not repeated, its minutes go on
+            logged = [h for h in state.log_history if "heldout/accuracy" in h]
+            self.done = {h["step"] for h in logged}
+            self.before = logged[-1].get("heldout/minutes", 0.0) if logged else 0.0
             self.started = time.time()
             self.evaluate(state, control)
 
@@ -79,7 +85,7 @@ def callback(trainer, recipe):
                 self.evaluate(state, control)
 
         def evaluate(self, state, control):
-            if state.global_step in self.done:  # a resumed run starts where it logged one already
+            if state.global_step in self.done:
                 return
             self.done.add(state.global_step)
             t = time.time()
@@ -91,7 +97,7 @@ def callback(trainer, recipe):
                 value = broadcast_object_list(value)
             self.evaluating += time.time() - t
             logs = {"heldout/accuracy": value[0],
-                    "heldout/minutes": round((time.time() - self.started - self.evaluating) / 60, 3)}
+                    "heldout/minutes": round(self.before + (time.time() - self.started - self.evaluating) / 60, 3)}
             # not trainer.log: GRPOTrainer/SFTTrainer.log would flush their step metrics into this entry. The
             # handler's on_log clears should_log, which the Trainer's own logging of this step still needs.
             state.log_history.append({**logs, "step": state.global_step})

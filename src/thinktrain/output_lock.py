@@ -1,8 +1,10 @@
 """One run per output_dir: an OS file lock (filelock; flock on Unix) held for the whole run.
 
-The kernel releases it when its process ends, however it ends (SIGKILL, OOM, a lost node's process table), so
-there is no stale lock to detect or take over. Who holds it (pid, host, since) is written beside it, for the
-refusal's words only. Only the main process of a launch locks; its other ranks work under its lock.
+The kernel releases it when its process ends, however it ends (SIGKILL, the OOM killer), so there is no stale lock
+to detect or take over. Who holds it (pid, host, since) is written beside it, for the refusal's words only. Only the
+main process of a launch locks; its other ranks work under its lock. Across nodes it is as good as the shared
+filesystem's flock (NFSv4 and Lustre mounted with `flock` honour it); on one without file locks the run says so in
+its header and goes on unlocked, never with a marker file that a killed run would leave behind.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def lock_output_dir(training_args) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RecipeError(f"output_dir {out} cannot be created: {e.strerror}") from None
-    lock = FileLock(out / LOCK, timeout=0)
+    lock = FileLock(out / LOCK, timeout=0, fallback_to_soft=False)  # a marker file would outlive a killed run
     try:
         lock.acquire()
     except Timeout:
@@ -42,6 +44,10 @@ def lock_output_dir(training_args) -> None:
         who = f" (pid {owner.get('pid')} on {owner.get('host')}, since {owner.get('since')})" if owner else ""
         raise RunError(f"output_dir {out} is in use by another run{who}; wait for it to end or use another "
                        f"output_dir") from None
+    except (OSError, NotImplementedError) as e:  # a filesystem without flock (some network mounts)
+        print(f"  lock       none: {out}'s filesystem has no file locks ({type(e).__name__}); a second run on it "
+              f"would not be refused", flush=True)
+        return
     _held[str(out)] = lock
     (out / OWNER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                          "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
@@ -59,7 +65,7 @@ def is_locked(output_dir) -> bool:
         return True
     if not (Path(output_dir) / LOCK).exists():
         return False
-    probe = FileLock(Path(output_dir) / LOCK, timeout=0)
+    probe = FileLock(Path(output_dir) / LOCK, timeout=0, fallback_to_soft=False)
     try:
         probe.acquire()
     except Timeout:
@@ -88,6 +94,6 @@ def _release(out: str) -> None:
 
 
 @atexit.register
-def _release_all():  # a run that ends by an error after train (in finish): released now, not only at exit
+def _release_all():  # at exit (a run that ended by an error after train): the owner note goes with the lock
     for out in list(_held):
         _release(out)

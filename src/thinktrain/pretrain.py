@@ -71,7 +71,7 @@ class PretrainMetrics(TrainerCallback):
 
 
 def check(script_args, training_args, model_args):
-    """Pretrain-specific combinations, before any data or model loads (the general ones: recipe.validate)."""
+    """Pretrain-specific combinations, before any data or model loads (the general ones: checks.validate)."""
     # vocab_size alone is just unused then (the header says where the tokenizer came from): a GPU recipe must
     # still run with --model_name_or_path CHECKPOINT for continued pretraining.
     if not scratch_preset(model_args.model_name_or_path):

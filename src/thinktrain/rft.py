@@ -27,7 +27,6 @@ from . import data, heldout, run
 from .errors import RecipeError
 from .models import load_model, model_init_kwargs, scratch_preset
 from .output_lock import lock_output_dir, unlock_output_dir
-from .rewards import load_rewards
 
 
 # --------------------------------------------------------------------------- selection
@@ -145,8 +144,7 @@ def main(recipe):
     script_args, training_args = recipe.script_args, recipe.training_args
     check(recipe)
     tokenizer, practice, _ = run.start(recipe)  # conversational prompt + solution, as GRPO's
-    rewards = load_rewards(script_args.reward_funcs, script_args, tokenizer, script_args.max_completion_length,
-                           recipe.rewards)
+    rewards = recipe.rewards  # bound by run.start
     weights = script_args.reward_weights or [1.0] * len(rewards)
     state, out = PartialState(), Path(training_args.output_dir)
     lock_output_dir(training_args)  # one run per output_dir (released by finish, or below on any error)

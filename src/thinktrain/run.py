@@ -19,9 +19,10 @@ log = logging.getLogger("thinktrain")
 
 
 def start(recipe):
-    """What every trainer's main does first -> (tokenizer, train, eval): the seed; the tokenizer, made ready for the
-    recipe's tools (a template that can't call them stops here); the data, shaped for the task (column errors
-    before the model loads); the header."""
+    """What the sft, grpo and rft mains do first -> (tokenizer, train, eval): the seed; the tokenizer, made ready for
+    the recipe's tools (a template that can't call them stops here); the data, shaped for the task (column errors
+    before the model loads); grpo/rft's rewards bound to their parameters (recipe.rewards); the header. (pretrain
+    builds its tokenizer from its data: pretrain.main.)"""
     from transformers import set_seed
 
     from . import data
@@ -36,7 +37,12 @@ def start(recipe):
         training_args.assistant_only_loss = True  # tool replies are read, not written, by the model
     train_ds, eval_ds = data.load(script_args, training_args, tokenizer, recipe.tools)
     recipe.heldout = heldout.load(script_args)  # heldout_steps' problems: a missing split or column stops here
-    header(recipe, train_ds, eval_ds)
+    if recipe.task in ("grpo", "rft"):  # their parameters' mistakes stop here too, before the header
+        from .rewards import load_rewards
+
+        limit = (script_args if recipe.task == "rft" else training_args).max_completion_length
+        recipe.rewards = load_rewards(script_args.reward_funcs, script_args, tokenizer, limit, recipe.rewards)
+    header(recipe, train_ds, None if recipe.task == "rft" else eval_ds)  # rft's SFT rounds evaluate nothing
     return tokenizer, train_ds, eval_ds
 
 
@@ -128,9 +134,9 @@ def train(trainer, recipe):
     """fit() with auto-resume, holding output_dir's lock (released by finish, or here on any error)."""
     script_args, training_args = recipe.script_args, recipe.training_args
     lock_output_dir(training_args)
-    if getattr(recipe, "heldout", None) is not None:
-        trainer.add_callback(heldout.callback(trainer, recipe))
     try:
+        if getattr(recipe, "heldout", None) is not None:
+            trainer.add_callback(heldout.callback(trainer, recipe))
         return fit(trainer, script_args, checkpoint_to_resume(script_args, training_args))
     except BaseException:
         unlock_output_dir(training_args)
@@ -183,5 +189,5 @@ def finish(trainer, train_result, recipe):
             trainer.create_model_card = lambda *a, **k: None  # keep ours: TRL's generic card would overwrite it
         trainer.push_to_hub(commit_message="thinktrain: final model")
     trainer.end()  # finish trackers, destroy the process group (avoids a rare SIGABRT at exit under gloo)
-    unlock_output_dir(training_args)  # (taken by run.train; an error before this: the atexit hook above)
+    unlock_output_dir(training_args)  # (taken by run.train; an error before this: output_lock's atexit hook)
     return metrics

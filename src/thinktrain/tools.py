@@ -2,7 +2,7 @@
 
 A tool is a plain typed Python function with a docstring (TRL's contract: its name, type hints and docstring
 become the JSON schema the chat template shows). GRPOTrainer's own tool loop runs them during rollouts;
-`thinktrain eval --tools` and expert iteration run them through evaluation.generate_with_tools, which follows
+`thinktrain eval --tools` and expert iteration run them through generation.generate_with_tools, which follows
 TRL's loop step for step. A tool never raises and never hangs on any string: a bad call returns an error string
 the model reads.
 
