@@ -6,11 +6,10 @@ OUT  ?= runs/demo
 .PHONY: demo test test-fast install lock clean
 
 # The set-up installs the lock (requirements/), the exact versions CI tested, transitive ones included; pyproject.toml
-# keeps ranges for users who `pip install` the package. No NVIDIA GPU: requirements/cpu.txt, where torch's CPU build
-# is what pip finds first for `torch==2.13.0` on these machines (elsewhere PyPI's build); with one: requirements/gpu.txt
-# (adds vLLM). pip, not uv, installs: pip reads this machine's configuration (where its CPU torch wheel lies).
-# gpu.txt is resolved for CPython 3.11 on x86-64 only; elsewhere a GPU machine takes cpu.txt (universal), whose
-# `torch==2.13.0` is PyPI's CUDA build there. The lock used is written into .venv/.installed (tests/test_lock.py).
+# keeps ranges for users who `pip install` the package. requirements/cpu.txt (universal): torch's CPU build is what
+# pip finds first for `torch==2.13.0` on these machines, PyPI's build elsewhere. requirements/gpu.txt (adds vLLM) only
+# where nvidia-smi exists and Python is CPython 3.11 on x86-64, the one target it is resolved for. pip, not uv,
+# installs: pip reads this machine's configuration (where its CPU torch wheel lies). The lock used is written into .venv/.installed (tests/test_lock.py).
 GPU_LOCK_FITS := $(shell command -v nvidia-smi >/dev/null 2>&1 && python3 -c 'import platform, sys; \
 	sys.exit(not (sys.version_info[:2] == (3, 11) and platform.machine() == "x86_64"))' 2>/dev/null && echo yes)
 LOCK ?= $(if $(GPU_LOCK_FITS),requirements/gpu.txt,requirements/cpu.txt)
@@ -42,7 +41,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
-# The inner loop while developing: unit tests and the quick integration ones (not `slow`): 727 tests in ~1 minute.
+# The inner loop while developing: unit tests and the quick integration ones (not `slow`): ~760 tests in about a minute.
 test-fast: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -ra -m "not slow" $(PYTEST_ARGS)
 
