@@ -17,7 +17,8 @@ from thinktrain.synthetic import (
 
 EQ = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
 OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": lambda a, b: a // b if a % b == 0 else None}
-PROBLEM_SPLITS = ("worked", "practice", "test")
+PROBLEM_SPLITS = ("worked", "validation", "practice", "test")
+SOLVED_SPLITS = ("worked", "validation", "test")  # practice rows are answer keys
 
 
 def numbers(text):
@@ -79,7 +80,7 @@ def questions(ds):
 # --------------------------------------------------------------------------- shape and sizes
 
 
-def test_default_load_has_four_splits_of_default_sizes(default):
+def test_default_load_has_five_splits_of_default_sizes(default):
     assert list(default) == list(SPLITS)
     assert {s: len(default[s]) for s in SPLITS} == DEFAULT_SIZES
     assert DEFAULT_SIZES["test"] >= 500
@@ -89,8 +90,9 @@ def test_default_load_has_four_splits_of_default_sizes(default):
 
 
 def test_spec_sizes_and_options_reach_the_splits():
-    ds = load("gsm8k?exposition=7&worked=11&practice=13&test=17&max_steps=1&seed=3")
-    assert {s: len(ds[s]) for s in SPLITS} == {"exposition": 7, "worked": 11, "practice": 13, "test": 17}
+    ds = load("gsm8k?exposition=7&worked=11&validation=5&practice=13&test=17&max_steps=1&seed=3")
+    assert {s: len(ds[s]) for s in SPLITS} == {"exposition": 7, "worked": 11, "validation": 5, "practice": 13,
+                                              "test": 17}
     assert set(ds["worked"]["steps"]) == {1}
     assert ds["test"].to_list() == generate("test", 17, seed=3, difficulty=Difficulty(max_steps=1))
 
@@ -115,7 +117,7 @@ def test_shorter_run_is_a_prefix_of_a_longer_one():
 
 def test_output_is_identical_under_any_pythonhashseed():
     code = ("import json; from thinktrain.synthetic import generate; "
-            "print(json.dumps([generate(s, 100, seed=2) for s in ('exposition', 'worked', 'practice', 'test')]))")
+            "from thinktrain.synthetic import SPLITS; print(json.dumps([generate(s, 100, seed=2) for s in SPLITS]))")
     outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": h}).stdout for h in ("0", "12345")]
     assert outs[0] == outs[1]
@@ -128,15 +130,28 @@ def test_output_is_identical_under_any_pythonhashseed():
 def test_problem_splits_are_disjoint_and_duplicate_free(default):
     for s in PROBLEM_SPLITS:
         assert len(questions(default[s])) == len(default[s])
-    w, p, t = (questions(default[s]) for s in PROBLEM_SPLITS)
-    assert not (w & p) and not (w & t) and not (p & t)
+    for i, a in enumerate(PROBLEM_SPLITS):
+        for b in PROBLEM_SPLITS[i + 1:]:
+            assert not questions(default[a]) & questions(default[b]), (a, b)
 
 
-def test_exposition_never_shows_a_test_question(default):
-    corpus = "\n".join(default["exposition"]["text"])
+def test_exposition_solves_only_problems_of_the_worked_pool(default):
+    """The textbook world: pretraining prose shows no exercise's (practice), exam's (test) or validation
+    problem's solution, nor the question itself."""
+    corpus = "\n".join(load("gsm8k?exposition=40000")["exposition"]["text"])
     assert "Question: " in corpus and "For example: " in corpus
-    leaked = [q for q in default["test"]["question"] if q in corpus]
-    assert not leaked, leaked[:3]
+    for s in ("test", "validation", "practice"):
+        leaked = [q for q in default[s]["question"] if q in corpus]
+        assert not leaked, (s, leaked[:3])
+    assert any(q in corpus for q in default["worked"]["question"])  # the textbook's worked examples
+
+
+def test_practice_rows_carry_only_the_answer_key(default):
+    """No worked solution of an exercise exists to reach any trainer: the row is its question and `#### N`."""
+    rows = load("gsm8k?practice=20000")["practice"]
+    assert all(re.fullmatch(r"#### \d+", a) for a in rows["answer"])
+    solved = {r["question"]: r["answer"] for r in generate("worked", 3000)}  # same questions are never in both
+    assert not solved.keys() & set(rows["question"])
 
 
 def test_test_split_is_stable_when_other_sizes_change(default):
@@ -156,7 +171,7 @@ def test_held_out_questions_stay_held_out_across_seeds(default):
 
 
 def test_every_default_answer_recomputes(default):
-    for s in PROBLEM_SPLITS:
+    for s in SOLVED_SPLITS:
         for row in default[s]:
             check_problem(row)
     for text in default["exposition"]["text"]:
@@ -166,7 +181,7 @@ def test_every_default_answer_recomputes(default):
 def test_every_worked_solution_passes_the_arithmetic_reward(default):
     from thinktrain.rewards import arithmetic_reward
 
-    for s in PROBLEM_SPLITS:
+    for s in SOLVED_SPLITS:
         assert set(arithmetic_reward(default[s]["answer"])) == {1.0}, s
 
 
@@ -196,7 +211,7 @@ def test_knobs_bound_steps_and_operands(d):
        max_add=st.integers(4, 200))
 def test_any_difficulty_and_seed_gives_verified_problems(seed, max_steps, max_mul, max_add):
     d = Difficulty(max_steps=max_steps, max_mul=max_mul, max_add=max_add)
-    for row in generate("practice", 20, seed, d):
+    for row in generate("worked", 20, seed, d):
         check_problem(row, d)
     for row in generate("exposition", 20, seed, d):
         check_text(row["text"])
@@ -225,7 +240,7 @@ def test_parse_spec():
     ("gsm9k", "unknown synthetic dataset 'gsm9k'; valid: gsm8k"),
     ("", "unknown synthetic dataset ''; valid: gsm8k"),
     ("gsm8k?steps=2", "unknown option 'steps' in synthetic spec 'gsm8k?steps=2'; valid: seed, max_steps, max_mul, "
-                      "max_add, exposition, worked, practice, test"),
+                      "max_add, exposition, worked, validation, practice, test"),
     ("gsm8k?seed=x", "option 'seed' needs an integer, got 'x'"),
     ("gsm8k?seed", "option 'seed' needs an integer, got ''"),
     ("gsm8k?seed=1&seed=2", "option 'seed' is given twice in synthetic spec 'gsm8k?seed=1&seed=2'"),
@@ -240,7 +255,7 @@ def test_bad_specs_say_what_is_wrong_in_one_line(spec, message):
 
 
 def test_unknown_split_is_named():
-    with pytest.raises(ValueError, match="unknown split 'train'; valid: exposition, worked, practice, test"):
+    with pytest.raises(ValueError, match="unknown split 'train'; valid: exposition, worked, validation, practice, test"):
         generate("train", 1)
 
 
@@ -248,8 +263,8 @@ def test_recipe_dataset_name_reaches_the_generator():
     data = pytest.importorskip("thinktrain.data", reason="the recipe/data layer doesn't import yet")
     load_raw, RecipeError = data.load_raw, data.RecipeError
 
-    ds = load_raw("synthetic:gsm8k?exposition=2&worked=3&practice=4&test=5")
-    assert [len(ds[s]) for s in SPLITS] == [2, 3, 4, 5]
+    ds = load_raw("synthetic:gsm8k?exposition=2&worked=3&validation=1&practice=4&test=5")
+    assert [len(ds[s]) for s in SPLITS] == [2, 3, 1, 4, 5]
     with pytest.raises(RecipeError, match="unknown option 'nope'"):
         load_raw("synthetic:gsm8k?nope=1")
 

@@ -3,8 +3,11 @@
 Problems come in GSM8K's own shape, {"question", "answer"}, so the same code trains on both: the answer is a
 worked solution with one computation `a op b = <<a op b=c>>c` per line (GSM8K's calculator annotation, which
 SFT strips or, with tools, turns into a calculator call) and `#### N` last.
-`steps` and `template` ride along for per-difficulty evaluation. Splits: exposition (pretraining prose, {"text"}),
-worked (SFT), practice (GRPO), test (held-out). See docs/synthetic.md.
+`steps` and `template` ride along for per-difficulty evaluation. The world is a textbook's: exposition (pretraining
+prose, {"text"}: facts, methods, and solved problems from the worked pool only), worked (a few hundred worked
+solutions, for SFT), validation (more worked solutions, kept aside to choose SFT's steps), practice (many exercises
+whose rows carry only the answer key, `#### N`: GRPO and rft), test (held-out, worked, only its final answers graded).
+No trainer can see a worked solution of a practice or test problem. See docs/synthetic.md.
 
     python -m thinktrain.synthetic --spec "gsm8k?max_steps=4" --split worked --n 3
 """
@@ -21,9 +24,10 @@ from typing import TYPE_CHECKING, Callable, NamedTuple
 if TYPE_CHECKING:
     import datasets
 
-SPLITS = ("exposition", "worked", "practice", "test")
-# A few minutes of CPU pipeline: ~20k pretraining passages, 8k SFT and 4k GRPO problems, 500 held out.
-DEFAULT_SIZES = {"exposition": 20000, "worked": 8000, "practice": 4000, "test": 500}
+SPLITS = ("exposition", "worked", "validation", "practice", "test")
+# A few minutes of CPU pipeline: ~20k pretraining passages, 500 worked solutions (scarce, as written solutions are),
+# 200 more kept aside for validation, 4k exercises with answers only, 500 held out.
+DEFAULT_SIZES = {"exposition": 20000, "worked": 500, "validation": 200, "practice": 4000, "test": 500}
 NAMES = ("gsm8k",)
 
 
@@ -305,10 +309,15 @@ def _problem(r: random.Random, d: Difficulty) -> tuple[Template, str, list[str],
 
 
 def _bucket(question: str) -> str:
-    """The one split of test/worked/practice a question may appear in, fixed by its text alone: splits are
-    disjoint by construction, and each depends only on its own seed stream and size, never on the others'."""
-    h = int.from_bytes(hashlib.blake2b(question.encode(), digest_size=8).digest(), "big") % 10
-    return "test" if h == 0 else "worked" if h <= 6 else "practice"
+    """The one split of test/validation/worked/practice a question may appear in, fixed by its text alone: splits
+    are disjoint by construction, and each depends only on its own seed stream and size, never on the others'.
+    (test 10%, practice 30%, and the worked pool's 60% split 1:9 into validation and worked.)"""
+    h = int.from_bytes(hashlib.blake2b(question.encode(), digest_size=8).digest(), "big")
+    if h % 10 == 0:
+        return "test"
+    if h % 10 >= 7:
+        return "practice"
+    return "validation" if h // 10 % 10 == 0 else "worked"
 
 
 def _fact(r: random.Random, d: Difficulty) -> str:
@@ -326,13 +335,15 @@ def _fact(r: random.Random, d: Difficulty) -> str:
 
 
 def _exposition(r: random.Random, d: Difficulty) -> str | None:
-    """A textbook passage: an arithmetic fact, a method then an example, or a worked problem as prose."""
+    """A textbook passage: an arithmetic fact, a method then an example, or a worked problem as prose. Solved
+    problems come from the worked pool only: an exercise's (practice) or an exam's (test, validation) solution is
+    never written anywhere."""
     kind = r.random()
     if kind < 0.2:
         return _fact(r, d)
     t, question, lines, answer = _problem(r, d)
-    if _bucket(question) == "test":
-        return None  # pretraining must never show a held-out question
+    if _bucket(question) != "worked":
+        return None
     if kind < 0.55:
         return f"{t.rule} For example: {question} {' '.join(lines)} The answer is {answer}."
     return f"Question: {question}\nAnswer: {' '.join(lines)} The answer is {answer}."
@@ -359,7 +370,8 @@ def generate(split: str, n: int, seed: int = 0, difficulty: Difficulty = Difficu
             continue
         misses = 0
         seen.add(question)
-        rows.append({"question": question, "answer": "\n".join(map(annotate, lines)) + f"\n#### {answer}",
+        solution = "" if split == "practice" else "\n".join(map(annotate, lines)) + "\n"  # practice: the key only
+        rows.append({"question": question, "answer": f"{solution}#### {answer}",
                      "steps": len(lines), "template": t.name})
     return rows
 
@@ -398,7 +410,7 @@ def parse_spec(spec: str) -> tuple[int, Difficulty, dict[str, int]]:
 
 
 def load(spec: str = "gsm8k") -> datasets.DatasetDict:
-    """`synthetic:SPEC` in a recipe's dataset_name -> datasets.DatasetDict with the four splits."""
+    """`synthetic:SPEC` in a recipe's dataset_name -> datasets.DatasetDict with the five splits."""
     from datasets import Dataset, DatasetDict
 
     seed, difficulty, sizes = parse_spec(spec)
