@@ -141,3 +141,23 @@ def test_report_command_parses_without_trl_or_torch(tmp_path):
     assert proc.stdout.split() == ["2", "False", "False", "False"], proc.stderr
     assert proc.stderr.strip() == f"thinktrain: error: report: no such folder: {tmp_path / 'missing'}"
 
+
+
+def test_a_pipelines_heldout_curves_share_one_time_axis(tmp_path):
+    """Imitation then practice: the rft curve starts at the minute the SFT curve ended (a lone run's does not)."""
+    from thinktrain.report import find_stages, heldout_curves
+
+    sft = _sft_state()
+    sft["log_history"] += [{"heldout/accuracy": a, "heldout/minutes": m, "step": s}
+                           for s, m, a in ((0, 0.0, 0.05), (2, 0.5, 0.3), (4, 1.25, 0.35))]
+    _write(tmp_path / "sft" / "trainer_state.json", sft)
+    _write(tmp_path / "rft" / "trainer_state.json", _sft_state())
+    (tmp_path / "rft" / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (
+        {"round": 1, "minutes": 1.5, "heldout_accuracy": 0.4}, {"round": 2, "minutes": 1.0, "heldout_accuracy": 0.45})))
+    assert heldout_curves(tmp_path, find_stages(tmp_path)) == {"sft": ([0.0, 0.5, 1.25], [0.05, 0.3, 0.35]),
+                                                               "rft": ([1.5, 2.5], [0.4, 0.45])}
+    _write(tmp_path / "sweep" / "trainer_state.json", sft)  # a run of its own beside the pipeline's stages
+    _write(tmp_path / "results.json", {**RESULTS, "rft": RESULTS["grpo"]})
+    assert heldout_curves(tmp_path, find_stages(tmp_path)) == {"sft": ([0.0, 0.5, 1.25], [0.05, 0.3, 0.35]),
+                                                               "rft": ([2.75, 3.75], [0.4, 0.45]),
+                                                               "sweep": ([0.0, 0.5, 1.25], [0.05, 0.3, 0.35])}

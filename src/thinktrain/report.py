@@ -6,7 +6,8 @@ loss (and eval_loss); for GRPO also the reward with each component (`rewards/<na
 `frac_reward_zero_std` (share of prompt groups with no learning signal) with the all-wrong / all-right split,
 token entropy, and `completions/mean_length`.
 With heldout_steps, held-out accuracy against training minutes for every stage on one plot (a trainer's
-`heldout/*` entries; expert iteration's rounds.jsonl).
+`heldout/*` entries; expert iteration's rounds.jsonl); in a pipeline's folder (results.json) each stage's curve
+starts where the previous stage's ended, so imitation and the practice after it share one time axis.
 `OUTPUT_DIR/results.json` = {"sft": {accuracy, accuracy_lenient, sampled_accuracy, pass_at_k, k, n}, ...}
 (e.g. evaluate_model's output per stage) becomes a table and a bar chart. Whatever is missing is skipped.
 """
@@ -83,6 +84,13 @@ def heldout_curves(out: Path, stages: dict[str, Path]) -> dict[str, tuple[list, 
             minutes, acc = [m for m, _ in points], [a for _, a in points]
         if acc:
             curves[name] = (minutes, acc)
+    results = out / "results.json"
+    if results.is_file():  # a pipeline: each of its stages starts from the previous one's model and minute
+        offset = 0.0
+        for name in (s for s in json.loads(results.read_text()) if s in curves):
+            minutes, acc = curves[name]
+            curves[name] = ([offset + m for m in minutes], acc)
+            offset += minutes[-1]
     return curves
 
 
@@ -90,7 +98,7 @@ def plot_heldout(curves: dict[str, tuple[list, list]], path: Path):
     fig, ax = _pyplot().subplots(figsize=(6, 3.6))
     for name, (minutes, acc) in curves.items():
         ax.plot(minutes, [100 * a for a in acc], marker="o", markersize=3, label=name)
-    ax.set_xlabel("training minutes (held-out evaluation excluded)")
+    ax.set_xlabel("training minutes (held-out evaluation excluded; stages one after another)")
     ax.set_ylabel("held-out greedy accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
