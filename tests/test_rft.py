@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from thinktrain.data import think_answer
 from thinktrain.rft import round_prompts, select
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +50,41 @@ def test_each_round_practises_fresh_prompts_in_a_seeded_order():
     assert sorted(round_prompts(10, None, 2, seed=42)) == list(range(10))
 
 
+def test_required_rewards_keep_only_right_answers_whose_arithmetic_checks_out(monkeypatch):
+    """A right answer reached through a false equation is not kept when arithmetic is required too."""
+    import thinktrain.generation as generation
+    from thinktrain.configs import RFTArguments
+    from thinktrain.generation import Completion
+    from thinktrain.rewards import load_rewards
+    from thinktrain.rft import sample_and_keep
+
+    texts = ["<think>\n3 * 4 = 13\n</think>\n<answer>\n12\n</answer>",  # right answer, false arithmetic, shortest
+             "<think>\nThere are 3 * 4 = 12 apples.\n</think>\n<answer>\n12\n</answer>",  # right and verified
+             "<think>\n3 * 4 = 11\n</think>\n<answer>\n11\n</answer>"]  # wrong
+    monkeypatch.setattr(generation, "encode_prompts", lambda tok, chats, tools=(): (chats, None))
+    monkeypatch.setattr(generation, "complete", lambda model, tok, prompts, **k: [
+        Completion(t, tokens=len(t), finished=True, ids=(1,)) for t in texts])
+    rows = [{"prompt": [{"role": "user", "content": "3 bags of 4 apples?"}], "solution": "12"}]
+
+    class Model:
+        def eval(self):
+            pass
+
+    def keep(**kw):
+        args = RFTArguments(dataset_name="x", reward_funcs=["accuracy", "arithmetic"], num_generations=3, **kw)
+        rewards = load_rewards(args.reward_funcs, args, None, 96)
+        return sample_and_keep(Model(), None, rows, rewards, [1.0, 0.0], args, seed=0)
+
+    kept, stats = keep()
+    assert [k["completion"][0]["content"] for k in kept] == [texts[0]]  # ties on the total: the fewest tokens
+    assert "sampled_verified" not in stats
+    kept, stats = keep(required_rewards=["arithmetic"])
+    assert [k["completion"][0]["content"] for k in kept] == [texts[1]]
+    assert stats["sampled_correct"] == pytest.approx(2 / 3) and stats["sampled_verified"] == pytest.approx(1 / 3)
+    kept, stats = keep(required_rewards=["arithmetic"], selection="all_correct")
+    assert len(kept) == 1 and stats["solved"] == 1.0
+
+
 # --------------------------------------------------------------------------- recipe mistakes
 
 
@@ -61,6 +97,10 @@ def test_each_round_practises_fresh_prompts_in_a_seeded_order():
     (["--use_vllm", "true"], "use_vllm: rft samples with thinktrain's batched generator"),
     (["--reward_funcs", "accuracy", "--reward_weights", "1", "2"], "reward_weights has 2 values but reward_funcs has 1"),
     (["--temperature", "0"], "temperature"),
+    (["--required_rewards", "arithmetic"], "required_rewards arithmetic not in reward_funcs (accuracy, format, "
+                                           "tag_count): add them there (weight 0 keeps them out of the ranking)"),
+    (["--worked_split", "practice"], "split 'practice' of 'synthetic:gsm8k' holds answer keys only"),
+    (["--worked_split", "workd"], "worked_split: dataset 'synthetic:gsm8k' has no split 'workd'; it has: "),
 ])
 def test_bad_rft_recipes_are_one_line_before_any_model_loads(run_cli, monkeypatch, extra, words):
     import thinktrain.rft
@@ -92,17 +132,32 @@ def sample_or_die(*a, **k):
     return sample(*a, **k)
 rft.sample_and_keep = sample_or_die
 
+if os.environ.get("SCRIPTED_SAMPLES"):  # per prompt, in turn: right by true arithmetic, right by false, wrong
+    import thinktrain.generation as generation
+    from thinktrain.synthetic import load
+    gold = {r["question"]: r["answer"].split("####")[-1].strip() for r in load("gsm8k")["practice"]}
+    def scripted(model, tokenizer, prompts, **kwargs):
+        out = []
+        for p in prompts:
+            n = next(v for q, v in gold.items() if q in p)
+            text = [f"<think>{n} + 0 = {n}</think><answer>{n}</answer>", f"<think>2 + 2 = 5</think><answer>{n}</answer>",
+                    "<think>1 + 1 = 2</think><answer>-1</answer>"][len(out) % 3]
+            ids = tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+            out.append(generation.Completion(text, len(ids), True, ids))
+        return out
+    generation.complete = scripted
+
 from thinktrain.cli import main
 sys.exit(main(["train", *sys.argv[1:]]))
 """
 
 
-def run_child(tmp_path, out, model, kill_at=0, extra=()):
+def run_child(tmp_path, out, model, kill_at=0, extra=(), scripted=False):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     argv = [sys.executable, str(script), str(TINY), "--model_name_or_path", str(model), "--output_dir", str(out),
             "--rounds", "2", "--prompts_per_round", "16", "--max_steps", "4", *extra]
-    env = {**os.environ, "KILL_AT_ROUND": str(kill_at), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "KILL_AT_ROUND": str(kill_at), "HF_HUB_OFFLINE": "1", "SCRIPTED_SAMPLES": "1" if scripted else ""}
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
 
 
@@ -154,6 +209,46 @@ def test_a_tiny_run_logs_each_round_and_trains_on_what_it_kept(tmp_path, tiny_mo
     assert weights(out).keys() == weights(out / "round-2").keys()
     assert all((weights(out)[k] == weights(out / "round-2")[k]).all() for k in weights(out))  # final = last round
     assert "rounds     2 x (16 prompts -> keep best_correct by accuracy -> SFT)" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("required", [True, False])
+def test_a_tiny_run_requiring_arithmetic_keeps_only_completions_whose_equations_check_out(tmp_path, tiny_model_dir,
+                                                                                           required):
+    """A scripted sampler offers, per prompt, the right answer by true arithmetic, the right answer by a false (and
+    shorter) equation, and a wrong answer; the real rewards and selection choose."""
+    from thinktrain.rewards import arithmetic_reward
+
+    out = tmp_path / "rft"
+    extra = ["--reward_funcs", "accuracy", "format", "arithmetic", "--reward_weights", "1", "0.5", "0"]
+    proc = run_child(tmp_path, out, tiny_model_dir, scripted=True,
+                     extra=extra + (["--required_rewards", "arithmetic"] if required else []))
+    assert proc.returncode == 0, proc.stderr
+    log = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+    assert [(r["round"], r["solved"], r["kept"]) for r in log] == [(1, 1.0, 16), (2, 1.0, 16)]
+    kept = [json.loads(line) for r in (1, 2) for line in (out / f"round-{r}" / "kept.jsonl").read_text().splitlines()]
+    checks = arithmetic_reward([k["completion"] for k in kept])
+    if required:  # the false equation is never kept
+        assert checks == [1.0] * 32 and all(0 < r["sampled_verified"] < r["sampled_correct"] for r in log)
+        assert "keep best_correct by accuracy + arithmetic -> SFT" in proc.stdout
+    else:  # without the rule a false equation wins wherever its tokens are fewer
+        assert 0.0 in checks
+
+
+@pytest.mark.slow
+def test_worked_split_mixes_the_gold_solutions_into_every_round(tmp_path, tiny_model_dir):
+    from thinktrain.synthetic import load
+
+    out = tmp_path / "rft"
+    proc = run_child(tmp_path, out, tiny_model_dir, extra=["--worked_split", "worked", "--max_steps", "12"])
+    assert proc.returncode == 0, proc.stderr
+    log = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+    assert [r["worked"] for r in log] == [500, 500]
+    system = "Think inside <think> </think>, then answer inside <answer> </answer>."
+    gold = [{"prompt": [{"role": "system", "content": system}, {"role": "user", "content": r["question"]}],
+             "completion": [{"role": "assistant", "content": think_answer(r["answer"])}]}
+            for r in load("gsm8k")["worked"].select(range(16))]
+    assert nll(out, gold) < nll(tiny_model_dir, gold)  # it imitated them again
 
 
 @pytest.mark.slow

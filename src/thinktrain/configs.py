@@ -207,8 +207,14 @@ class RFTArguments(GRPORecipeArguments):
         "choices": list(SELECTION_RULES)})
     correctness_reward: str = field(default="accuracy", metadata={
         "help": "The reward (one of reward_funcs) that decides right (1) from wrong."})
+    required_rewards: list[str] = field(default_factory=list, metadata={
+        "help": "Rewards (of reward_funcs) that must score 1 too for a completion to count as right, e.g. "
+                "[arithmetic]: a right answer reached through a false equation is not kept."})
     reward_weights: list[float] | None = field(default=None, metadata={
         "help": "Weights of reward_funcs in the total that ranks correct completions (default: all 1)."})
+    worked_split: str | None = field(default=None, metadata={
+        "help": "A split of worked solutions (same dataset) added to every round's training pairs: the gold "
+                "examples imitated again beside the model's own verified answers. Unset: only the kept pairs."})
     use_vllm: bool = field(default=False, metadata={"help": "Not supported: rft samples with thinktrain's generator."})
     max_tool_calling_iterations: int | None = field(default=None, metadata={
         "help": "With tools: rounds of tool calls per completion at most (unset: until max_completion_length)."})
@@ -235,6 +241,10 @@ class RFTArguments(GRPORecipeArguments):
             raise ValueError(f"correctness_reward '{self.correctness_reward}' is not in reward_funcs "
                              f"({', '.join(self.reward_funcs)}): rft keeps only completions it scores 1, so add it "
                              f"(e.g. reward_funcs: [accuracy, format]) or name another")
+        if missing := [r for r in self.required_rewards if r not in self.reward_funcs]:
+            raise ValueError(f"required_rewards {', '.join(missing)} not in reward_funcs "
+                             f"({', '.join(self.reward_funcs)}): add them there (weight 0 keeps them out of the "
+                             f"ranking) or drop them")
 
 
 # --------------------------------------------------------------------------- evaluation (`thinktrain eval`)

@@ -33,6 +33,12 @@ def worked_steps(answer: str) -> str:
     return _CALCULATOR.sub("", str(answer).rsplit("####", 1)[0]).strip()
 
 
+def answer_keys_only(ds, column: str, rows: int = 100) -> bool:
+    """Whether a split's first rows are bare GSM8K answer keys (`#### 42`, no worked steps): exercises."""
+    head = [row[column] for row in ds.take(rows)]
+    return bool(head) and all("####" in str(a) and not worked_steps(a) for a in head)
+
+
 def think_answer(answer: str) -> str:
     """A GSM8K worked solution in the R1 format the rewards expect."""
     return f"<think>\n{worked_steps(answer)}\n</think>\n<answer>\n{gold_answer(answer)}\n</answer>"
@@ -131,6 +137,20 @@ def load(script_args, training_args, tokenizer=None, tools: list = ()):
         return _load_problems(script_args, training_args, tokenizer, tools)
 
 
+def worked_rows(script_args, split: str, key: str, tools: list = ()) -> list[dict]:
+    """The worked solutions of `split` of the recipe's dataset as SFT (prompt, completion) rows, e.g. rft's
+    worked_split; a split of answer keys only is refused in one line naming it."""
+    name = script_args.dataset_name
+    with quiet_if_local(name):
+        ds = split_of(load_raw(name, script_args.dataset_config), split, name, key)
+        rows = to_sft(ds, script_args, tools, split)
+    if not {"prompt", "completion"} <= set(rows.column_names):
+        raise RecipeError(f"{key}: split '{split}' of '{name}' must hold a question and a worked answer "
+                          f"({script_args.prompt_column}/{script_args.answer_column}); it has: "
+                          f"{', '.join(rows.column_names)}")
+    return [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
+
+
 def split_of(raw, split: str, name: str, key: str):
     """raw[split], or the one-line error naming the recipe key (or option) and the splits there are."""
     if split not in raw:
@@ -155,7 +175,7 @@ def _load_problems(script_args, training_args, tokenizer, tools: list = ()):
             out[role] = to_grpo(ds, script_args.prompt_column, script_args.answer_column, script_args.system_prompt,
                                 script_args.dataset_name)
         else:
-            out[role] = to_sft(ds, script_args, tools)
+            out[role] = to_sft(ds, script_args, tools, split)
     if script_args.task in ("grpo", "rft") and script_args.max_prompt_length and tokenizer is not None:
         out["train"] = drop_long_prompts(out["train"], tokenizer, script_args.max_prompt_length, tools)
     if script_args.task == "sft" and getattr(training_args, "assistant_only_loss", False) and tokenizer is not None:
@@ -202,9 +222,10 @@ def to_grpo(ds, prompt_column: str, answer_column: str, system_prompt: str | Non
     return ds.map(shape, desc="Shaping prompts")
 
 
-def to_sft(ds, script_args, tools: list = ()):
+def to_sft(ds, script_args, tools: list = (), split: str = ""):
     """-> `messages` | `text` | conversational `prompt`/`completion` (worked solution as think/answer); with tools,
-    GSM8K's calculator annotations become calls and replies, and each row carries the tools' schemas."""
+    GSM8K's calculator annotations become calls and replies, and each row carries the tools' schemas. Rows that
+    are answer keys only (`#### 42`: exercises) are refused: there is no solution to imitate."""
     cols = ds.column_names
     system = script_args.system_prompt
     if "messages" in cols:
@@ -214,6 +235,10 @@ def to_sft(ds, script_args, tools: list = ()):
     q, a = script_args.prompt_column, script_args.answer_column
     _require(ds, [q, a], script_args.dataset_name,
              "SFT needs messages, text, prompt+completion, or a question and an answer")
+    if answer_keys_only(ds, a):
+        raise RecipeError(f"split '{split}' of '{script_args.dataset_name}' holds answer keys only ('#### N', no "
+                          f"worked solution): SFT has nothing to imitate — practise on it with task: rft or grpo, or "
+                          f"train SFT on a split of worked solutions")
 
     tools = tool_schemas(tools)
 

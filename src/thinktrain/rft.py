@@ -95,10 +95,12 @@ def sample_and_keep(model, tokenizer, rows: list[dict], rewards, weights: list[f
     expanded = [row for row in rows for _ in range(k)]
     scores = score(rewards, completions, [s.ids for s in samples], expanded)
     right = scores[args.reward_funcs.index(args.correctness_reward)]
+    required = [scores[args.reward_funcs.index(name)] for name in args.required_rewards]
+    ok = [r == 1.0 and all(s[i] == 1.0 for s in required) for i, r in enumerate(right)]
     kept, solved = [], 0
     for p, row in enumerate(rows):
         mine = range(p * k, (p + 1) * k)
-        chosen = select([samples[i].text for i in mine], [right[i] == 1.0 for i in mine],
+        chosen = select([samples[i].text for i in mine], [ok[i] for i in mine],
                         [total(scores, weights, i) for i in mine], [samples[i].tokens for i in mine],
                         args.selection)
         solved += bool(chosen)
@@ -108,6 +110,7 @@ def sample_and_keep(model, tokenizer, rows: list[dict], rewards, weights: list[f
                  for j in chosen]
     stats = {"prompts": len(rows), "solved": solved / max(len(rows), 1), "sampled_correct": sum(
         s == 1.0 for s in right) / max(len(right), 1), "kept": len(kept),
+        **({"sampled_verified": sum(ok) / max(len(ok), 1)} if required else {}),
         "mean_kept_tokens": sum(r["tokens"] for r in kept) / len(kept) if kept else None}
     return kept, stats
 
@@ -143,19 +146,22 @@ def main(recipe):
 
     script_args, training_args = recipe.script_args, recipe.training_args
     check(recipe)
+    worked = (data.worked_rows(script_args, script_args.worked_split, "worked_split", recipe.tools)
+              if script_args.worked_split else [])  # its mistakes before the header, as the data's
     tokenizer, practice, _ = run.start(recipe)  # conversational prompt + solution, as GRPO's
     rewards = recipe.rewards  # bound by run.start
     weights = script_args.reward_weights or [1.0] * len(rewards)
     state, out = PartialState(), Path(training_args.output_dir)
     lock_output_dir(training_args)  # one run per output_dir (released by finish, or below on any error)
     try:
-        return _rounds(recipe, state, out, tokenizer, practice, rewards, weights, recipe.tools)
+        return _rounds(recipe, state, out, tokenizer, practice, rewards, weights, recipe.tools, worked)
     except BaseException:
         unlock_output_dir(training_args)
         raise
 
 
-def _rounds(recipe, state, out: Path, tokenizer, practice, rewards, weights: list[float], tools: list):
+def _rounds(recipe, state, out: Path, tokenizer, practice, rewards, weights: list[float], tools: list,
+            worked: list[dict]):
     import torch
     from datasets import Dataset
     from trl import SFTTrainer
@@ -193,9 +199,9 @@ def _rounds(recipe, state, out: Path, tokenizer, practice, rewards, weights: lis
                        seed=training_args.seed + r)
         schemas = {"tools": data.tool_schemas(tools)} if tools else {}  # rendered as sampled
         train = Dataset.from_list([{"prompt": row["prompt"], "completion": row["completion"], **schemas}
-                                   for row in kept])
+                                   for row in kept + worked])  # worked_split: gold solutions beside its own
         loss = None
-        if len(kept):
+        if len(train):
             trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
             result = run.fit(trainer, script_args)  # learning_rate_groups, and a NaN/inf stops the run in one line
             loss = result.training_loss
@@ -204,7 +210,8 @@ def _rounds(recipe, state, out: Path, tokenizer, practice, rewards, weights: lis
             model.save_pretrained(str(round_dir))  # nothing verified: the next round starts from the same model
         if state.is_main_process:
             tokenizer.save_pretrained(str(round_dir))
-            log = {"round": r, **stats, "train_loss": loss, "minutes": round((time.time() - started) / 60, 2)}
+            log = {"round": r, **stats, **({"worked": len(worked)} if worked else {}), "train_loss": loss,
+                   "minutes": round((time.time() - started) / 60, 2)}
             if recipe.heldout is not None:  # heldout_steps: the round's model on the held-out problems
                 log["heldout_accuracy"] = heldout.accuracy(
                     model, tokenizer, recipe.heldout, max_new_tokens=heldout.budget(recipe),

@@ -85,7 +85,7 @@ def header(recipe, train_ds, eval_ds) -> str:
     if task == "rft":
         per_round = script_args.prompts_per_round or "all"
         lines.append(f"  rounds     {script_args.rounds} x ({per_round} prompts -> keep {script_args.selection} by "
-                     f"{script_args.correctness_reward} -> SFT)")
+                     f"{' + '.join([script_args.correctness_reward, *script_args.required_rewards])} -> SFT)")
     if recipe.heldout is not None:
         when = "after every round" if task == "rft" else f"every {script_args.heldout_steps} steps and at the start"
         lines.append(f"  heldout    greedy accuracy on {len(recipe.heldout)} problems of "
