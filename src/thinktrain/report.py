@@ -66,8 +66,11 @@ def heldout_curves(out: Path, stages: dict[str, Path]) -> dict[str, tuple[list, 
     """Stage -> (training minutes, held-out accuracy) from heldout_steps: a trainer's `heldout/*` log entries, or
     expert iteration's rounds.jsonl (minutes summed over rounds, accuracy after each)."""
     curves = {}
-    for name, state in stages.items():
-        folder = state.parent.parent if state.parent.name.startswith("checkpoint-") else state.parent
+    folders = {name: state.parent.parent if state.parent.name.startswith("checkpoint-") else state.parent
+               for name, state in stages.items()}
+    for rounds in sorted(out.glob("*/rounds.jsonl")):  # expert iteration whose rounds trained nothing has no state
+        folders.setdefault(rounds.parent.name, rounds.parent)
+    for name, folder in folders.items():
         rounds = folder / "rounds.jsonl"
         if rounds.is_file():
             rows = [json.loads(line) for line in rounds.read_text().splitlines() if line.strip()]
@@ -78,7 +81,7 @@ def heldout_curves(out: Path, stages: dict[str, Path]) -> dict[str, tuple[list, 
                     minutes.append(total)
                     acc.append(row["heldout_accuracy"])
         else:
-            history = [h for h in _read_json(state).get("log_history", []) if isinstance(h, dict)]
+            history = [h for h in _read_json(stages[name]).get("log_history", []) if isinstance(h, dict)]
             points = [(h["heldout/minutes"], h["heldout/accuracy"]) for h in history
                       if isinstance(h.get("heldout/accuracy"), (int, float))]
             minutes, acc = [m for m, _ in points], [a for _, a in points]
