@@ -26,16 +26,17 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 
 install: $(VENV)/.installed
 
-# The main job on its embedded offline default: tokenizer + pretrain -> SFT -> GRPO (recipes/demo), each stage
-# evaluated on the same 500 held-out problems; $(OUT)/results.json, $(OUT)/report.md, a table
-# (2-core CPU, fp32: ~15 minutes measured, ~20 estimated on a 1.4x slower day; docs/pipeline.md).
-# SEED=N reruns every stage with another seed; PRACTICE=rft (expert iteration), grpo, or rft,grpo picks the practice.
-# TOOLS=1: the calculator demo (recipes/demo_tools, into runs/demo_tools; ~17.5 minutes measured): SFT teaches the
-# calls, practice makes them.
+# The main job on its embedded offline default: tokenizer + pretrain -> SFT on 500 worked solutions -> expert
+# iteration on exercises with only an answer key (recipes/demo), each stage evaluated on the same 500 held-out
+# problems; $(OUT)/results.json, $(OUT)/report.md, a table (2-core AVX-512 EPYC, fp32: 19.8 minutes measured;
+# docs/pipeline.md). SEED=N reruns every stage with another seed; PRACTICE=grpo, rft (the default) or rft,grpo
+# picks the practice.
+# TOOLS=1: the calculator demo (recipes/demo_tools, into runs/demo_tools, GRPO unless PRACTICE says; ~17.5 minutes
+# measured when the world had 8,000 worked solutions): SFT teaches the calls, practice makes them.
 DEMO_RECIPES := $(if $(TOOLS),--recipes recipes/demo_tools,)
 DEMO_OUT := $(if $(TOOLS),$(if $(filter runs/demo,$(OUT)),runs/demo_tools,$(OUT)),$(OUT))
 demo: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(PY) -m thinktrain pipeline --out $(DEMO_OUT) $(DEMO_RECIPES) $(if $(SEED),--seed $(SEED)) $(if $(PRACTICE),--practice $(PRACTICE))
+	HF_HUB_OFFLINE=1 $(PY) -m thinktrain pipeline --out $(DEMO_OUT) $(DEMO_RECIPES) $(if $(SEED),--seed $(SEED)) $(if $(PRACTICE),--practice $(PRACTICE),$(if $(TOOLS),--practice grpo))
 
 # The whole suite, slow and real-data/real-model tests included (CI runs this).
 test: $(VENV)/.installed

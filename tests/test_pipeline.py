@@ -19,11 +19,12 @@ def small_recipes(folder: Path) -> Path:
     shrink = {
         "pretrain": dict(model_name_or_path="scratch:micro", max_steps=6, max_length=64, eval_strategy="no",
                          tokenizer_train_samples=300, max_train_samples=300, per_device_train_batch_size=4),
-        "sft": dict(max_steps=4, max_train_samples=64, per_device_train_batch_size=4),
+        "sft": dict(max_steps=4, max_train_samples=64, per_device_train_batch_size=4, heldout_steps=2,
+                    heldout_problems=4),
         "grpo": dict(max_steps=2, max_train_samples=32, per_device_train_batch_size=8, num_generations=4,
                      max_completion_length=16, logging_steps=1),
         "rft": dict(rounds=1, prompts_per_round=8, num_generations=2, max_completion_length=16, max_steps=2,
-                    num_train_epochs=1, per_device_train_batch_size=4),
+                    num_train_epochs=1, per_device_train_batch_size=4, heldout_problems=4),
     }
     for stage, changes in shrink.items():
         recipe = yaml.safe_load((ROOT / "recipes/demo" / f"{stage}.yaml").read_text())
@@ -40,7 +41,7 @@ def test_pipeline_chains_stages_evaluates_each_and_reports(tmp_path, run_cli, mo
     code, stdout, err = run_cli("pipeline", "--out", out, "--recipes", recipes, "--num_samples", "2")
     assert code == 0, err
     results = json.loads((out / "results.json").read_text())
-    assert list(results) == ["pretrain", "sft", "grpo"]
+    assert list(results) == ["pretrain", "sft", "rft"]
     for stage, r in results.items():
         assert r["n"] == 6 and r["k"] == 2, stage
         for key in ("accuracy", "accuracy_lenient", "sampled_accuracy", "pass_at_k"):
@@ -48,9 +49,14 @@ def test_pipeline_chains_stages_evaluates_each_and_reports(tmp_path, run_cli, mo
         assert (out / "eval" / f"{stage}.json").is_file()
     # each stage starts from the previous one's output
     assert yaml.safe_load((out / "sft/recipe.yaml").read_text())["model_name_or_path"] == str(out / "pretrain")
-    assert yaml.safe_load((out / "grpo/recipe.yaml").read_text())["model_name_or_path"] == str(out / "sft")
+    assert yaml.safe_load((out / "rft/recipe.yaml").read_text())["model_name_or_path"] == str(out / "sft")
+    assert (out / "rft" / "round-1" / "round.json").is_file()
     report = (out / "report.md").read_text()
-    assert "## Evaluation" in report and (out / "eval_accuracy.png").is_file() and (out / "curves_grpo.png").is_file()
+    assert "## Evaluation" in report and (out / "eval_accuracy.png").is_file()
+    # imitation's and practice's held-out curves on one time axis: the SFT stage's, then each rft round's
+    assert "| sft |" in report.split("## Held-out accuracy while training")[1]
+    assert "| rft |" in report.split("## Held-out accuracy while training")[1]
+    assert (out / "heldout_accuracy.png").is_file()
     table = stdout.split("=== results")[1]
     assert all(stage in table for stage in results) and "sampled" in table and "pass@k" in table
 
@@ -58,14 +64,14 @@ def test_pipeline_chains_stages_evaluates_each_and_reports(tmp_path, run_cli, mo
     code, stdout, _ = run_cli("pipeline", "--out", out, "--recipes", recipes, "--num_samples", "2")
     assert code == 0 and stdout.count("already done") == 3
 
-    # expert iteration is one flag away: it starts from the SFT stage and is evaluated like the others
+    # GRPO is one flag away: it starts from the SFT stage and is evaluated like the others
     code, stdout, err = run_cli("pipeline", "--out", out, "--recipes", recipes, "--num_samples", "2", "--practice",
-                                "rft")
+                                "grpo")
     assert code == 0, err
     results = json.loads((out / "results.json").read_text())
-    assert list(results) == ["pretrain", "sft", "grpo", "rft"] and results["rft"]["n"] == 6
-    assert yaml.safe_load((out / "rft/recipe.yaml").read_text())["model_name_or_path"] == str(out / "sft")
-    assert (out / "rft" / "round-1" / "round.json").is_file() and "=== [3/3] rft:" in stdout
+    assert list(results) == ["pretrain", "sft", "rft", "grpo"] and results["grpo"]["n"] == 6
+    assert yaml.safe_load((out / "grpo/recipe.yaml").read_text())["model_name_or_path"] == str(out / "sft")
+    assert (out / "curves_grpo.png").is_file() and "=== [3/3] grpo:" in stdout
 
 
 def test_group_signal_is_logged_from_the_accuracy_reward():
@@ -85,11 +91,11 @@ def test_group_signal_is_logged_from_the_accuracy_reward():
 
 @pytest.mark.parametrize("args, words", [
     (["--stages", "sft,pretrain"], ["--stages", "in that order"]),
-    (["--stages", "dpo"], ["--stages", "choose from pretrain, sft, grpo"]),
+    (["--stages", "dpo"], ["--stages", "choose from pretrain, sft, rft"]),
     (["--recipes", "nowhere"], ["--recipes", "no pretrain.yaml in nowhere"]),
     (["--num_samples", "many"], ["--num_samples", "invalid int value"]),
     (["--practice", "dpo"], ["--practice", "choose grpo, rft, or both"]),
-    (["--practice", "rft", "--stages", "sft,grpo"], ["--stages", "choose from pretrain, sft, rft"]),
+    (["--practice", "grpo", "--stages", "sft,rft"], ["--stages", "choose from pretrain, sft, grpo"]),
 ])
 def test_pipeline_bad_input_is_one_line_exit_2(run_cli, args, words):
     code, _, err = run_cli("pipeline", *args)
@@ -101,11 +107,11 @@ def test_pipeline_bad_input_is_one_line_exit_2(run_cli, args, words):
 
 def test_a_bad_later_recipe_fails_before_the_first_stage_trains(tmp_path, run_cli, monkeypatch):
     recipes = small_recipes(tmp_path / "recipes")
-    grpo = yaml.safe_load((recipes / "grpo.yaml").read_text())
-    grpo["reward_funcs"] = ["acuracy"]
-    (recipes / "grpo.yaml").write_text(yaml.safe_dump(grpo))
+    rft = yaml.safe_load((recipes / "rft.yaml").read_text())  # the default practice
+    rft["reward_funcs"] = ["accuracy", "formatt"]
+    (recipes / "rft.yaml").write_text(yaml.safe_dump(rft))
     import thinktrain.pretrain
 
     monkeypatch.setattr(thinktrain.pretrain, "main", lambda *a: pytest.fail("pretrain ran before the check"))
     code, _, err = run_cli("pipeline", "--out", tmp_path / "out", "--recipes", recipes)
-    assert code == 2 and "unknown reward 'acuracy'" in err
+    assert code == 2 and "unknown reward 'formatt'" in err
