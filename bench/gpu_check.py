@@ -256,7 +256,7 @@ def demo(device: str, mode: str, work: Path) -> dict:
         if mode == "quick":
             config.update(DEMO_QUICK[stage])
         (recipes / f"{stage}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    argv = ["--out", str(work / "demo"), "--recipes", str(recipes)]
+    argv = ["--out", str(work / "demo"), "--recipes", str(recipes), "--practice", "grpo"]  # GRPO's GPU path
     if mode == "quick":  # 16 held-out problems, 16 new tokens, 2 samples: the code path, not a result
         pipeline.EVAL = dataclasses.replace(pipeline.EVAL, dataset=synthetic(test=16), limit=16, num_samples=2,
                                             max_new_tokens=16, batch_size=16)
