@@ -1,0 +1,343 @@
+"""The sandbox's warm worker: run as `python -I -S sandbox_zygote.py MECHANISM LIMITS_JSON` by thinktrain.sandbox,
+never imported by the trainer (standard library only, so it can start with no site-packages and no project on
+sys.path). It isolates itself once, then forks one child per program (fork of a small warm interpreter: ~1 ms, a
+fresh `python` costs ~10x that) and each child confines itself further before running the code.
+
+Layers, each a kernel mechanism rather than an inspection of the code (docs/tools.md has the threat model):
+  namespaces  once: user + network + mount + PID + IPC + UTS namespaces; a new root holding only the system's
+              libraries and Python's standard library, read-only, no /etc, /home, /tmp, project or caches;
+              per program: a nested user + mount + PID namespace (kill its PID 1 and the kernel kills every process
+              the program made; mounts inherited across a user namespace are locked, so it cannot unmount the new
+              root to see the real one), a fresh /proc showing only its own processes, a tmpfs scratch as cwd.
+  rlimits     per program: its own session, a scratch dir removed afterwards, and (running as root) uid nobody.
+  both        resource limits (CPU s, address space, processes, file size, open files), a seccomp filter (no new
+              processes, no mount/ptrace/namespaces/bpf/keyring/io_uring), a wall-clock deadline, bounded output,
+              an empty environment.
+Protocol: one SOCK_SEQPACKET socket (its fd is argv[3]); a request is JSON {"id", "code", "timeout"}, a reply {"id", "result"}.
+The zygote exits when the trainer's end closes; as PID 1 of its namespace, every process in it dies with it.
+"""
+
+import ctypes
+import errno
+import json
+import os
+import platform
+import resource
+import select
+import shutil
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import time
+import traceback
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET, CLONE_THREAD = 0x10000000, 0x20000000, 0x40000000, 0x00010000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND = 1, 2, 4, 8, 32, 4096
+MS_NOATIME, MS_NODIRATIME, MS_REC, MS_PRIVATE, MS_RELATIME = 1024, 2048, 16384, 1 << 18, 1 << 21
+MNT_DETACH, PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 2, 38, 4, 22, 2
+SCRATCH, MAX_LIVE = "/scratch", 64  # at most this many programs at once (the zygote waits for one to end)
+
+
+def _check(ret, what):
+    if ret != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"{what}: {os.strerror(e)}")
+
+
+def mount(source, target, fstype, flags, data=None):
+    enc = lambda s: s.encode() if s is not None else None  # noqa: E731
+    _check(LIBC.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
+
+
+def unshare(flags):
+    _check(LIBC.unshare(flags), "unshare")
+
+
+def _write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def map_to_root(uid, gid):
+    """Be uid/gid 0 inside the user namespace just made, mapped to (uid, gid) outside: the one mapping an
+    unprivileged process may write. setgroups must be denied first (the kernel requires it)."""
+    _write("/proc/self/setgroups", "deny")
+    _write("/proc/self/uid_map", f"0 {uid} 1")
+    _write("/proc/self/gid_map", f"0 {gid} 1")
+
+
+# --------------------------------------------------------------------------- seccomp
+
+# (fork, vfork, clone, clone3) and the calls nothing computing needs, which are most of the kernel's attack surface
+_SYSCALLS = {
+    "x86_64": (0xC000003E, (57, 58, 56, 435), (101, 165, 166, 155, 272, 308, 321, 298, 323, 425, 250, 248, 249, 310,
+                                               311, 246, 175, 313, 320, 163, 169)),
+    "aarch64": (0xC00000B7, (None, None, 220, 435), (117, 40, 39, 41, 97, 268, 280, 241, 282, 425, 219, 217, 218,
+                                                     270, 271, 104, 105, 273, 294, 89, 142)),
+}
+
+
+def seccomp_filter():
+    """A BPF program: fork/vfork/clone3 and clone without CLONE_THREAD fail (threads stay possible, bounded by the
+    address space), the listed calls fail with EPERM, a foreign architecture or x32 call kills the process."""
+    arch, (fork, vfork, clone, clone3), denied = _SYSCALLS[platform.machine()][0], *_SYSCALLS[platform.machine()][1:]
+    ld, jeq, jset, ret = 0x20, 0x15, 0x45, 0x06
+    allow, kill = 0x7FFF0000, 0x80000000
+    eperm, enosys = 0x00050000 | errno.EPERM, 0x00050000 | errno.ENOSYS
+    prog = [(ld, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, kill), (ld, 0, 0, 0)]  # seccomp_data.arch, .nr
+    if platform.machine() == "x86_64":
+        prog += [(0x35, 0, 1, 0x40000000), (ret, 0, 0, kill)]  # jge x32 ABI -> kill
+    for nr in (n for n in (fork, vfork) + denied if n is not None):
+        prog += [(jeq, 0, 1, nr), (ret, 0, 0, eperm)]
+    prog += [(jeq, 0, 1, clone3), (ret, 0, 0, enosys)]  # glibc falls back to clone, which is judged below
+    prog += [(jeq, 0, 3, clone), (ld, 0, 0, 16), (jset, 1, 0, CLONE_THREAD), (ret, 0, 0, eperm)]  # args[0] = flags
+    prog += [(ret, 0, 0, allow)]
+    return b"".join(struct.pack("HBBI", *ins) for ins in prog), len(prog)
+
+
+def apply_seccomp(program):
+    code, n = program
+    buf = ctypes.create_string_buffer(code)
+    fprog = struct.pack("HxxxxxxQ", n, ctypes.addressof(buf))
+    _check(LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    _check(LIBC.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.c_char_p(fprog), 0, 0), "seccomp")
+
+
+# --------------------------------------------------------------------------- once: the zygote's own isolation
+
+
+def _bind_readonly(src, root):
+    """Bind `src` at the same path under `root`, read-only. Flags the kernel locked on the original (nosuid,
+    nodev, noexec, atime) must be repeated in the remount or a user namespace may not remount it."""
+    dst = root + src
+    if os.path.isdir(src):
+        os.makedirs(dst, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        open(dst, "a").close()
+    mount(src, dst, None, MS_BIND | MS_REC)
+    have = os.statvfs(src).f_flag
+    keep = sum(ms for st, ms in ((2, MS_NOSUID), (4, MS_NODEV), (8, MS_NOEXEC), (1024, MS_NOATIME),
+                                 (2048, MS_NODIRATIME), (4096, MS_RELATIME)) if have & st)
+    mount(None, dst, None, MS_REMOUNT | MS_BIND | MS_RDONLY | keep)
+
+
+def isolate_namespaces():
+    """Enter fresh namespaces and a new, read-only root holding the system and Python only; return after the fork
+    that makes this process PID 1 of its PID namespace (the parent waits, then exits with it)."""
+    uid, gid = os.geteuid(), os.getegid()
+    unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS)
+    map_to_root(uid, gid)
+    mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount propagates back to the host
+    root = "/tmp"  # any existing directory: the tmpfs mounted on it is the new root, the host's /tmp unseen
+    mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+    python = {sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    for top in ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", *sorted(python)):
+        if os.path.islink(top) and os.path.dirname(top) == "/":
+            os.symlink(os.readlink(top), root + top)  # merged-/usr layouts: /lib -> usr/lib
+        elif os.path.isdir(top) and not os.path.exists(root + top):
+            _bind_readonly(top, root)
+    for d in ("/dev", "/proc", SCRATCH, "/.old"):
+        os.makedirs(root + d, exist_ok=True)
+    for dev in ("null", "zero", "full", "random", "urandom"):
+        if os.path.exists("/dev/" + dev):
+            _bind_readonly("/dev/" + dev, root)
+    os.chdir(root)
+    _check(LIBC.syscall(155 if platform.machine() == "x86_64" else 41, b".", b".old"), "pivot_root")
+    os.chdir("/")
+    pid = os.fork()  # the child is PID 1 of the new PID namespace
+    if pid:
+        _, status = os.waitpid(pid, 0)
+        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    # a /proc of the new PID namespace, mounted while the host's is still in reach (the kernel lets a user
+    # namespace mount proc only where a fully visible one exists), then the old root goes
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _check(LIBC.umount2(b"/.old", MNT_DETACH), "umount old root")
+    os.rmdir("/.old")
+    mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+# --------------------------------------------------------------------------- per program
+
+
+def confine_call(mechanism, limits):
+    """In the per-program child, before it forks the program: its own namespaces and scratch, or a scratch dir."""
+    if mechanism == "namespaces":
+        unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID)
+        map_to_root(0, 0)
+        mount("tmpfs", SCRATCH, "tmpfs", MS_NOSUID | MS_NODEV,
+              f"size={limits['file_bytes']},nr_inodes=256,mode=777")
+        return SCRATCH
+    scratch = tempfile.mkdtemp(prefix="thinktrain-sandbox-")
+    os.chmod(scratch, 0o777)  # uid nobody writes there when the trainer is root
+    return scratch
+
+
+def run_program(code, mechanism, scratch, limits, out_w, err_w, seccomp):
+    """The program's own process: confine, then run `code`; never returns."""
+    try:
+        if mechanism == "namespaces":
+            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # only this program's processes
+        os.setsid()
+        os.chdir(scratch)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        os.closerange(3, 1 << 16)  # the trainer's socket included
+        cpu = max(1, int(limits["timeout"]) + 1)
+        for which, value in ((resource.RLIMIT_CPU, cpu), (resource.RLIMIT_AS, limits["memory_bytes"]),
+                             (resource.RLIMIT_FSIZE, limits["file_bytes"]), (resource.RLIMIT_NOFILE, 64),
+                             (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NPROC, limits["processes"])):
+            if which != resource.RLIMIT_NPROC or mechanism == "namespaces" or os.geteuid() == 0:
+                resource.setrlimit(which, (value, value))  # hard limit too: it cannot be raised again
+        if mechanism == "rlimits" and os.geteuid() == 0:  # never run model code as the trainer's root
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+        apply_seccomp(seccomp)
+        sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+        sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+    except BaseException as e:
+        os.write(err_w, f"sandbox set-up failed: {e}\n".encode())
+        os._exit(70)
+    status = 0
+    try:
+        exec(compile(code, "<code>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+    except SystemExit as e:
+        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:
+        try:
+            traceback.print_exc()
+        except BaseException:
+            os.write(2, b"error\n")
+        status = 1
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(status & 0xFF)
+
+
+def serve(request, mechanism, limits, sock, seccomp):
+    """One program, in a child of the zygote: run it under the deadline and send back what the model reads."""
+    limits = {**limits, "timeout": float(request.get("timeout") or limits["timeout"])}
+    result, scratch = None, None
+    try:
+        scratch = confine_call(mechanism, limits)
+        (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(out_r)
+            os.close(err_r)
+            run_program(request["code"], mechanism, scratch, limits, out_w, err_w, seccomp)
+        os.close(out_w)
+        os.close(err_w)
+        result = collect(pid, out_r, err_r, limits)
+    except Exception as e:
+        result = f"error: the sandbox failed ({type(e).__name__}: {e})"
+    finally:
+        if scratch and mechanism == "rlimits":
+            shutil.rmtree(scratch, ignore_errors=True)
+    sock.send(json.dumps({"id": request["id"], "result": result}).encode())
+
+
+def collect(pid, out_r, err_r, limits):
+    """Read the program's stdout (up to limits['read_bytes'], then it is killed) and the tail of its stderr until
+    both close or the deadline passes (then SIGKILL: in a PID namespace the kernel kills all it made)."""
+    deadline = time.monotonic() + limits["timeout"]
+    out, err, why = bytearray(), bytearray(), None
+    open_fds = {out_r, err_r}
+    while open_fds:
+        left = deadline - time.monotonic()
+        ready = select.select(list(open_fds), [], [], max(left, 0))[0] if left > 0 else []
+        if not ready:
+            why = f"timed out after {limits['timeout']:g} s"
+            break
+        for fd in ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                open_fds.discard(fd)
+            elif fd == out_r:
+                out += chunk
+            else:
+                err = (err + chunk)[-4096:]
+        if len(out) > limits["read_bytes"]:
+            why = "truncated"
+            break
+    if why:
+        os.kill(pid, signal.SIGKILL)
+    try:
+        _, status = os.waitpid(pid, 0)  # a program that closed its pipes and lingers: the deadline still holds
+    except ChildProcessError:
+        status = 0
+    return format_result(out, err, status, why, limits)
+
+
+def format_result(out, err, status, why, limits):
+    cap = limits["output_chars"]
+    text = out.decode("utf-8", "replace")
+    if why and why.startswith("timed out"):
+        return f"error: {why}"
+    if os.WIFSIGNALED(status) and why is None:
+        sig = os.WTERMSIG(status)
+        name = {signal.SIGXCPU: "CPU time limit exceeded", signal.SIGXFSZ: "file size limit exceeded",
+                signal.SIGSYS: "a forbidden system call"}.get(sig, f"killed by {signal.Signals(sig).name}")
+        return f"error: {name}"
+    code = os.waitstatus_to_exitcode(status) if why is None else 0
+    if code != 0:
+        lines = [line for line in err.decode("utf-8", "replace").splitlines() if line.strip()]
+        return f"error: {lines[-1].strip()[:200]}" if lines else f"error: exit status {code}"
+    if len(text) > cap or why == "truncated":
+        return text[:cap] + f"\n... (output truncated to {cap} characters)"
+    return text
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def main():
+    mechanism, limits = sys.argv[1], json.loads(sys.argv[2])
+    sock = socket.socket(fileno=int(sys.argv[3]))
+    try:
+        if mechanism == "namespaces":
+            isolate_namespaces()
+        else:
+            os.chdir(tempfile.gettempdir())
+        seccomp = seccomp_filter()
+        LIBC.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # no /proc/<pid>/mem or environ of this process for programs
+        for name in ("math", "fractions", "decimal", "itertools", "functools", "collections", "statistics",
+                     "random", "re", "json", "datetime", "string", "heapq", "bisect", "operator"):
+            __import__(name)  # warm: a program's `import math` costs nothing (and works as uid nobody)
+    except Exception as e:
+        sock.send(json.dumps({"ready": False, "reason": f"{type(e).__name__}: {e}"}).encode())
+        return
+    sock.send(json.dumps({"ready": True}).encode())
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    live = set()
+    while True:
+        for pid in list(live):  # reap finished children
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                live.discard(pid)
+        while len(live) >= MAX_LIVE:
+            live.discard(os.waitpid(-1, 0)[0])
+        try:
+            message = sock.recv(1 << 20)
+        except InterruptedError:
+            continue
+        if not message:
+            return  # the trainer closed its end (or died)
+        request = json.loads(message)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                serve(request, mechanism, limits, sock, seccomp)
+            finally:
+                os._exit(0)
+        live.add(pid)
+
+
+if __name__ == "__main__":
+    main()
