@@ -39,7 +39,7 @@ RANGES = {
     "gradient_accumulation_steps": POSITIVE, "eval_accumulation_steps": POSITIVE, "num_train_epochs": POSITIVE,
     "max_length": POSITIVE, "max_completion_length": POSITIVE, "max_prompt_length": POSITIVE,
     "max_train_samples": POSITIVE, "max_eval_samples": POSITIVE,
-    "heldout_steps": POSITIVE, "heldout_problems": POSITIVE, "heldout_max_new_tokens": POSITIVE,  # a loop, a batch
+    "tool_timeout": POSITIVE, "heldout_steps": POSITIVE, "heldout_problems": POSITIVE, "heldout_max_new_tokens": POSITIVE,  # a loop, a batch
     "dataset_num_proc": POSITIVE,  # datasets' map(num_proc=0) raises
     "generation_batch_size": POSITIVE, "steps_per_generation": POSITIVE,  # GRPOConfig takes 0: no batch to generate
     "num_generations_eval": POSITIVE, "num_iterations": POSITIVE,  # GRPO: 0 updates per generation trains nothing
@@ -212,7 +212,7 @@ def check_tools(recipe: Recipe):
     names = recipe.script_args.tools
     if not names:
         raise RecipeError("tools is empty: name at least one tool (e.g. [calculator]), or remove the key")
-    recipe.tools = load_tools(names)
+    recipe.tools = load_tools(names, recipe.script_args.tool_timeout, recipe.script_args.python_sandbox)
     if recipe.task == "sft" and "calculator" not in names:
         raise RecipeError("tools: sft turns the data's <<expr=result>> annotations into calculator calls; add "
                           "calculator to tools")

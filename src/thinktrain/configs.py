@@ -63,11 +63,18 @@ class RecipeArguments(ScriptArguments):
     )
     tools: list[str] | None = field(
         default=None,
-        metadata={"help": "Tools the model calls while it thinks: built-in names (thinktrain.tools.TOOLS: calculator) "
+        metadata={"help": "Tools the model calls while it thinks: built-in names (thinktrain.tools.TOOLS: calculator, python) "
                           "or 'my_pkg.my_mod:my_tool' (typed, with a docstring). grpo: TRL's tool loop runs them in "
                           "rollouts; sft: GSM8K <<expr=result>> annotations become calculator calls and replies; "
                           "rft: sampling calls them; pretrain: the tokenizer gets the tool tags as single tokens."},
     )
+    tool_timeout: float = field(default=10.0, metadata={
+        "help": "Seconds a tool call may take (every tool, your own included): a call that hangs or raises returns "
+                "an error string to the model (counted in the run log) and training goes on."})
+    python_sandbox: str = field(default="namespaces", metadata={
+        "help": "How the python tool isolates model-written code: namespaces (user/network/mount/PID namespaces, "
+                "read-only root, seccomp, limits; refused where the kernel forbids them) or rlimits (limits, seccomp "
+                "and a clean environment only; weaker: docs/tools.md).", "choices": ["namespaces", "rlimits"]})
     heldout_steps: int | None = field(
         default=None,
         metadata={"help": "Every this many optimizer steps (rft: after every round), greedy accuracy on heldout_problems "
@@ -276,6 +283,10 @@ class EvalArguments:
                 "GRPO's tool loop."})
     max_tool_calling_iterations: int | None = field(default=None, metadata={
         "help": "With --tools: rounds of tool calls per completion at most (unset: until max_new_tokens)."})
+    tool_timeout: float = field(default=10.0, metadata={
+        "help": "With --tools: seconds a tool call may take; a hang or exception is an error string to the model."})
+    python_sandbox: str = field(default="namespaces", metadata={
+        "help": "With --tools python: namespaces or rlimits (docs/tools.md).", "choices": ["namespaces", "rlimits"]})
     output: str | None = field(default=None, metadata={
         "help": "Write results + per-problem completions as JSON here."})
     quiet: bool = field(default=False, metadata={"help": "No progress bars."})

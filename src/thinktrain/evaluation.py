@@ -224,7 +224,7 @@ def prepare(model_or_path, problems, args: EvalArguments, tokenizer=None, tools:
     system, system_source = resolve_system_prompt(args.system_prompt, model_dir if model_dir and
                                                   Path(model_dir).is_dir() else None)
     shaped = to_grpo(problems, args.prompt_column, args.answer_column, system, name)  # exactly as GRPO trains
-    tools = load_tools(args.tools) if tools is None else tools
+    tools = load_tools(args.tools, args.tool_timeout, args.python_sandbox) if tools is None else tools
     prepare_tokenizer(tokenizer, tools)
     prompts, template = encode_prompts(tokenizer, shaped["prompt"], tools)  # with tools: as GRPO's tool loop
     return Prepared(model, tokenizer, model_dir, name, shaped, prompts, template, tools, system, system_source)
@@ -343,6 +343,8 @@ def check_options(args: EvalArguments):
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise RecipeError(f"--{key}: expected a positive integer, got {value!r}")
+    if not args.tool_timeout > 0:
+        raise RecipeError(f"--tool_timeout: expected seconds > 0, got {args.tool_timeout!r}")
     if args.num_samples > 1 and not args.temperature > 0:
         raise RecipeError(f"--temperature: sampling {args.num_samples} per problem needs a temperature > 0, "
                           f"got {args.temperature}")
@@ -400,7 +402,8 @@ def main(argv: list[str]) -> int:
         raise RecipeError(f"--output: {args.output} is a folder; give a file name, e.g. {args.output}/eval.json")
     from .tools import load_tools, prepare_tokenizer
 
-    tools = load_tools(args.tools)  # an unknown tool: one line, before the model loads
+    # an unknown tool, or a python sandbox this machine cannot provide: one line, before the model loads
+    tools = load_tools(args.tools, args.tool_timeout, args.python_sandbox)
     if tools:  # a model whose template can't call tools: the same
         from transformers import AutoTokenizer
 

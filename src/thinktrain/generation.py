@@ -13,7 +13,9 @@ GRPO itself generates inside TRL's trainer (vLLM or transformers); this module i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import sys
 from typing import NamedTuple
 
@@ -132,16 +134,28 @@ def _suffix_ids(tokenizer, chat_template, tool_messages: list[dict]) -> list[int
     return GRPOTrainer._get_tool_suffix_ids(owner, tool_messages)
 
 
-def _call(toolbox: dict, call: dict):
-    """(name, result) of one parsed tool call, as TRL's loop reports it: an exception becomes {'error': ...}."""
+async def _call(toolbox: dict, call: dict):
+    """(name, result) of one parsed tool call, as TRL's loop reports it: an exception becomes {'error': ...}; an
+    async tool (load_tools makes every tool one) is awaited."""
     function = call.get("function", call) if isinstance(call, dict) else {}
     name = function.get("name", "unknown")
     try:
         if name not in toolbox:
             raise ValueError(f"Tool {name} not found.")
-        return name, toolbox[name](**(function.get("arguments") or {}))
+        result = toolbox[name](**(function.get("arguments") or {}))
+        return name, (await result) if inspect.isawaitable(result) else result
     except Exception as e:
         return name, {"error": str(e)}
+
+
+def _call_all(toolbox: dict, calls: list[list[dict]]) -> list[list[tuple]]:
+    """Every call of a tool round, all completions' at once (TRL gathers one completion's async calls at a time;
+    the results are the same, sooner): per completion, its (name, result) pairs in order."""
+
+    async def gather():
+        return await asyncio.gather(*(asyncio.gather(*(_call(toolbox, c) for c in cs)) for cs in calls))
+
+    return asyncio.run(gather())
 
 
 def tool_template(tokenizer) -> str | None:
@@ -180,9 +194,9 @@ def generate_with_tools(model, tokenizer, prompt_ids: list[list[int]], tools: li
     rounds = 0
     while pending and (max_iterations is None or rounds < max_iterations):
         going, contexts = [], []
-        for i in pending:
+        for i, results in zip(pending, _call_all(toolbox, [messages[i][-1]["tool_calls"] for i in pending])):
             replies = [{"role": "tool", "name": name, "content": result if isinstance(result, list) else str(result)}
-                       for name, result in (_call(toolbox, call) for call in messages[i][-1]["tool_calls"])]
+                       for name, result in results]
             context = list(prompt_ids[i]) + ids[i] + _suffix_ids(tokenizer, chat_template, replies)
             if len(context) - len(prompt_ids[i]) > max_new_tokens or len(context) >= limit:
                 continue  # over budget: the completion ends as it is (TRL rolls these replies back)

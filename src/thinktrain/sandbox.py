@@ -159,14 +159,20 @@ class Sandbox:
                 proc.wait()
 
 
+    def check(self) -> str | None:
+        """Start the worker and run a test program: None, or why this machine cannot (one line)."""
+        try:
+            self.start()
+        except SandboxUnavailable as e:
+            return str(e)
+        out = self.run_sync("print(6 * 7)", timeout=5)
+        return None if out == "42\n" else f"a test program returned {out!r}"
+
+
 def check_mechanism(mechanism: str) -> str | None:
     """Why `mechanism` cannot run here (one line), or None when a test program runs under it."""
     box = Sandbox(mechanism)
     try:
-        box.start()
-        out = box.run_sync("print(6 * 7)", timeout=5)
-        return None if out == "42\n" else f"a test program returned {out!r}"
-    except SandboxUnavailable as e:
-        return str(e)
+        return box.check()
     finally:
         box.close()

@@ -178,6 +178,12 @@ def confine_call(mechanism, limits):
     return scratch
 
 
+def real_root() -> bool:
+    """uid 0 of the machine (not of a user namespace, where uid nobody would not exist)."""
+    with open("/proc/self/uid_map") as f:
+        return os.geteuid() == 0 and f.read().split() == ["0", "0", "4294967295"]
+
+
 def run_program(code, mechanism, scratch, limits, out_w, err_w, seccomp):
     """The program's own process: confine, then run `code`; never returns."""
     try:
@@ -192,9 +198,9 @@ def run_program(code, mechanism, scratch, limits, out_w, err_w, seccomp):
         for which, value in ((resource.RLIMIT_CPU, cpu), (resource.RLIMIT_AS, limits["memory_bytes"]),
                              (resource.RLIMIT_FSIZE, limits["file_bytes"]), (resource.RLIMIT_NOFILE, 64),
                              (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NPROC, limits["processes"])):
-            if which != resource.RLIMIT_NPROC or mechanism == "namespaces" or os.geteuid() == 0:
+            if which != resource.RLIMIT_NPROC or mechanism == "namespaces" or real_root():
                 resource.setrlimit(which, (value, value))  # hard limit too: it cannot be raised again
-        if mechanism == "rlimits" and os.geteuid() == 0:  # never run model code as the trainer's root
+        if mechanism == "rlimits" and real_root():  # never run model code as the machine's root
             os.setgroups([])
             os.setgid(65534)
             os.setuid(65534)
@@ -202,8 +208,11 @@ def run_program(code, mechanism, scratch, limits, out_w, err_w, seccomp):
         sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
         sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
     except BaseException as e:
-        os.write(err_w, f"sandbox set-up failed: {e}\n".encode())
-        os._exit(70)
+        try:
+            fd = err_w if err_w in {int(n) for n in os.listdir("/proc/self/fd")} else 2  # closed after dup2
+            os.write(fd, f"sandbox set-up failed: {e}\n".encode())
+        finally:
+            os._exit(70)
     status = 0
     try:
         exec(compile(code, "<code>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
@@ -310,7 +319,7 @@ def main():
         seccomp = seccomp_filter()
         LIBC.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # no /proc/<pid>/mem or environ of this process for programs
         for name in ("math", "fractions", "decimal", "itertools", "functools", "collections", "statistics",
-                     "random", "re", "json", "datetime", "string", "heapq", "bisect", "operator"):
+                     "random", "re", "json", "datetime", "string", "heapq", "bisect", "operator", "threading"):
             __import__(name)  # warm: a program's `import math` costs nothing (and works as uid nobody)
         gc.freeze()  # a child's collections skip the zygote's objects: fewer copy-on-write faults per fork
     except Exception as e:

@@ -6,17 +6,32 @@ become the JSON schema the chat template shows). GRPOTrainer's own tool loop run
 TRL's loop step for step. A tool never raises and never hangs on any string: a bad call returns an error string
 the model reads.
 
+`python` runs model-written programs in thinktrain.sandbox (isolated by the kernel, not by reading the code).
+Every tool a recipe names, users' own included, is bounded in time: load_tools wraps each as an async function that
+answers within `tool_timeout` seconds (TRL gathers async tools with asyncio) and turns a hang or an exception into
+an error string, counted in FAULTS.
+
 The calculator's engine (exact rational arithmetic, shared with the `arithmetic` reward) is thinktrain.arithmetic;
 loading a 'pkg.mod:fn' tool is thinktrain.callables, shared with rewards.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import functools
+import inspect
+import threading
+from collections import Counter
 from collections.abc import Callable
 
 from .arithmetic import CalcError, exact, show
 from .callables import Wording, load_callable
 from .errors import RecipeError, one_line, suggest
+from .sandbox import MECHANISMS, OUTPUT_CHARS, Sandbox
+
+TOOL_TIMEOUT = 10.0  # seconds: the default of the tool_timeout key
+FAULTS: Counter = Counter()  # "timeouts" / "errors" of wrapped tools in this process (the run log reports them)
 
 
 def calculator(expression: str) -> str:
@@ -34,9 +49,67 @@ def calculator(expression: str) -> str:
         return f"error: {type(e).__name__}"
 
 
+def python_tool(mechanism: str = "namespaces", timeout: float = TOOL_TIMEOUT) -> Callable:
+    """The `python` tool, running each program in its own Sandbox(mechanism) for at most `timeout` seconds. Its
+    worker starts on the first call (load_tools starts it at once, to refuse a machine that cannot isolate)."""
+    box = Sandbox(mechanism, timeout=timeout)
+
+    async def python(code: str) -> str:
+        """Run a Python program and return what it prints.
+
+        Args:
+            code: A complete Python 3 program (standard library only; no files kept, no network); print the values
+                you need, e.g. "print(48 / 2)".
+        """
+        return await box.run(code)
+
+    python.__doc__ = python.__doc__.replace("what it prints.", f"what it prints (at most {OUTPUT_CHARS} characters).")
+    python.sandbox = box
+    return python
+
+
+# --------------------------------------------------------------------------- deadlines
+
+
+def _in_thread(fn, kwargs) -> concurrent.futures.Future:
+    """Run a sync tool on its own daemon thread: a pool's worker stuck in a hung tool would starve later calls.
+    (Python cannot kill a thread: a tool that never returns keeps its thread; the count is in FAULTS.)"""
+    future = concurrent.futures.Future()
+
+    def work():
+        try:
+            future.set_result(fn(**kwargs))
+        except BaseException as e:  # noqa: BLE001  (reported as the tool's error string)
+            future.set_exception(e)
+
+    threading.Thread(target=work, daemon=True, name=f"tool {fn.__name__}").start()
+    return future
+
+
+def bounded(fn: Callable, seconds: float) -> Callable:
+    """`fn` as an async tool that answers within `seconds`: a hang becomes "error: tool 'x' timed out after N s",
+    an exception "error: ..."; never raises. Same name, docstring and type hints, so the same JSON schema."""
+    name, is_async = fn.__name__, inspect.iscoroutinefunction(fn)
+
+    @functools.wraps(fn)
+    async def tool(**kwargs):
+        try:
+            call = fn(**kwargs) if is_async else asyncio.wrap_future(_in_thread(fn, kwargs))
+            return await asyncio.wait_for(call, seconds)
+        except asyncio.TimeoutError:
+            FAULTS["timeouts"] += 1
+            return f"error: tool '{name}' timed out after {seconds:g} s"
+        except Exception as e:  # the model reads it; TRL would read {'error': ...} for a raised one
+            FAULTS["errors"] += 1
+            return f"error: {one_line(e)}"
+
+    tool.__thinktrain_bounded__ = fn
+    return tool
+
+
 # --------------------------------------------------------------------------- registry
 
-TOOLS: dict[str, Callable] = {"calculator": calculator}
+TOOLS: dict[str, Callable] = {"calculator": calculator, "python": python_tool()}
 
 # how a 'pkg.mod:fn' tool that cannot be loaded is refused (the names, {known}, are TOOLS')
 _WORDING = Wording(
@@ -47,8 +120,10 @@ _WORDING = Wording(
 )
 
 
-def load_tools(names) -> list[Callable]:
-    """Recipe tool names (built-in or 'pkg.mod:fn') -> functions, each checked the way TRL will read it."""
+def load_tools(names, timeout: float = TOOL_TIMEOUT, sandbox: str = "namespaces") -> list[Callable]:
+    """Recipe tool names (built-in or 'pkg.mod:fn') -> functions, each checked the way TRL will read it and bounded
+    by `timeout` seconds (tool_timeout); `python` isolated by `sandbox` (python_sandbox), refused in one line where
+    this machine cannot provide it."""
     from transformers.utils import get_json_schema
 
     if isinstance(names, str):
@@ -57,7 +132,9 @@ def load_tools(names) -> list[Callable]:
     for name in names or []:
         if not isinstance(name, str) or not name.strip():
             raise RecipeError(f"tools: each entry must be a tool name, got {name!r}")
-        if name in TOOLS:
+        if name == "python":
+            fn = _python(sandbox, timeout)
+        elif name in TOOLS:
             fn = TOOLS[name]
         elif ":" in name or "." in name:
             fn = load_callable(name, _WORDING, RecipeError, known=", ".join(TOOLS))
@@ -70,10 +147,25 @@ def load_tools(names) -> list[Callable]:
             raise RecipeError(f"tools: '{name}' can't be offered to the model: {one_line(e)} (a tool needs type hints "
                               f"and a Google-style docstring with an Args: section)") from None
         out.append(fn)
+    out = [bounded(fn, timeout) for fn in out]
     names_seen = [fn.__name__ for fn in out]
     if len(set(names_seen)) < len(names_seen):
         raise RecipeError(f"tools: two tools share a name ({', '.join(names_seen)}); the model calls tools by name")
     return out
+
+
+def _python(mechanism: str, timeout: float) -> Callable:
+    """The python tool, its sandbox started and tried on a program now, before any model loads."""
+    if mechanism not in MECHANISMS:
+        raise RecipeError(f"python_sandbox: '{mechanism}' is not one of: {', '.join(MECHANISMS)}")
+    fn = python_tool(mechanism, timeout)
+    why = fn.sandbox.check()
+    if why is None:
+        return fn
+    fix = ("allow unprivileged user namespaces (sysctl user.max_user_namespaces > 0; on Ubuntu 24.04 also "
+           "kernel.apparmor_restrict_unprivileged_userns=0), or set python_sandbox: rlimits (weaker: docs/tools.md)"
+           if mechanism == "namespaces" else "the python tool needs Linux on x86-64 or aarch64 (seccomp)")
+    raise RecipeError(f"python_sandbox: {mechanism} isolation is not available on this machine ({why}); {fix}")
 
 
 def prepare_tokenizer(tokenizer, tools):
