@@ -1,0 +1,298 @@
+"""The python tool's sandbox against hostile programs (each answers with an error string, in time, and the test
+process and the sandbox stay unharmed), and the deadline every tool gets (tools.bounded)."""
+
+import asyncio
+import inspect
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from thinktrain.errors import RecipeError
+from thinktrain.sandbox import OUTPUT_CHARS, Sandbox, check_mechanism
+
+ROOT = Path(__file__).resolve().parents[1]
+DEADLINE = 2.0
+SECRET = "hf_" + "Sandboxtestsecret" * 2  # shaped like a Hub token, fake
+
+
+def _box(mechanism):
+    why = check_mechanism(mechanism)
+    if why:
+        pytest.skip(f"{mechanism} not available here: {why}")
+    box = Sandbox(mechanism, timeout=DEADLINE)
+    assert box.check() is None
+    return box
+
+
+@pytest.fixture(scope="module", params=["namespaces", "rlimits"])
+def box(request):
+    b = _box(request.param)
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def ns():
+    b = _box("namespaces")
+    yield b
+    b.close()
+
+
+def run(box, code, limit=DEADLINE + 1.5):
+    started = time.perf_counter()
+    out = box.run_sync(code)
+    seconds = time.perf_counter() - started
+    assert seconds < limit, f"{seconds:.1f}s: {out!r}"
+    assert box.run_sync("print(6 * 7)") == "42\n", "the sandbox must survive the program"
+    return out
+
+
+def test_programs_print_and_errors_are_one_line(box):
+    assert run(box, "print(48 / 2)") == "24.0\n"
+    assert run(box, "import math, fractions\nprint(math.comb(10, 3), fractions.Fraction(1, 3) * 3)") == "120 1\n"
+    assert run(box, "1 / 0") == "error: ZeroDivisionError: division by zero"
+    assert run(box, "print(") .startswith("error: SyntaxError")
+    assert run(box, "import sys; sys.exit(3)") == "error: exit status 3"
+
+
+# --------------------------------------------------------------------------- resources: both mechanisms
+
+
+def test_infinite_loop_is_cut_at_the_deadline(box):
+    assert run(box, "while True: pass") == f"error: timed out after {DEADLINE:g} s"
+
+
+def test_fork_bomb_and_child_processes_are_refused(box):
+    assert run(box, "import os\nwhile True: os.fork()").startswith("error: PermissionError")
+    marker = "1234.5678"  # a child left running must not outlive the call: none can start
+    out = run(box, f"import os\nos.posix_spawn('/bin/sleep', ['sleep', '{marker}'], {{}})\nprint('started')")
+    assert out.startswith("error: PermissionError"), out
+    assert not [p for p in Path("/proc").glob("[0-9]*/cmdline") if marker in _read(p)]
+
+
+def test_threads_left_running_end_with_the_program(box):
+    out = run(box, "import threading, time\nthreading.Thread(target=time.sleep, args=(1000,)).start()\nprint('ok')")
+    assert out == "ok\n"
+
+
+def test_memory_is_bounded(box):
+    assert run(box, "x = bytearray(16 << 30)") == "error: MemoryError"
+    assert run(box, "x = [0] * (4 << 30)") == "error: MemoryError"
+
+
+def test_a_gigabyte_of_output_is_cut(box):
+    out = run(box, "import sys\nwhile True: sys.stdout.write('x' * 65536)")
+    assert out == "x" * OUTPUT_CHARS + f"\n... (output truncated to {OUTPUT_CHARS} characters)"
+    assert run(box, "print('y' * 3000)").startswith("y" * OUTPUT_CHARS + "\n... (output truncated")
+
+
+def test_the_environment_is_empty(box, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    box.close()  # a worker started after the secret was set must not see it either
+    out = run(box, "import os\nprint(dict(os.environ))")
+    assert SECRET not in out and "HF_TOKEN" not in out and "PATH" in out
+    out = run(box, "print(open('/proc/self/environ').read())")  # (as uid nobody: not readable at all)
+    assert SECRET not in out and "HF_TOKEN" not in out
+
+
+def test_a_file_too_large_is_refused(box):
+    out = run(box, "open('big', 'wb').write(b'x' * (64 << 20))")
+    assert out in ("error: file size limit exceeded", "error: OSError: [Errno 27] File too large",
+                   "error: OSError: [Errno 28] No space left on device"), out
+
+
+# --------------------------------------------------------------------------- isolation: namespaces
+
+
+def _read(path):
+    try:
+        return path.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_secret_files_and_the_trainers_environ_are_unreachable(ns, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    token = tmp_path / "home" / ".cache" / "huggingface" / "token"
+    token.parent.mkdir(parents=True)
+    token.write_text(SECRET)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for path in (token, Path("/proc") / str(os.getpid()) / "environ", Path.home() / ".cache/huggingface/token"):
+        out = run(ns, f"print(open({str(path)!r}).read())")
+        assert SECRET not in out and out.startswith("error: FileNotFoundError"), (path, out)
+    out = run(ns, "import os\nprint(open(f'/proc/{os.getppid()}/environ').read())")
+    assert SECRET not in out and out.startswith("error: "), out
+    listing = run(ns, "import os\nprint(sorted(os.listdir('/')))")
+    for hidden in ("home", "root", "tmp", "work", "etc", "var", "run", "sys"):
+        assert f"'{hidden}'" not in listing or hidden == "root" and "/root/" in sys.base_prefix, listing
+
+
+def test_signals_reach_nothing_outside(ns):
+    before = os.getpid()
+    for target in ("os.getppid()", str(os.getpid()), "-1", "1"):
+        out = run(ns, f"import os, signal\nos.kill({target}, signal.SIGKILL)\nprint('sent')")
+        assert out in ("sent\n", "error: killed by SIGKILL") or out.startswith(("error: ProcessLookupError",
+                                                                                   "error: PermissionError")), out
+    assert os.getpid() == before
+
+
+def test_nothing_is_written_outside_the_scratch(ns, tmp_path):
+    targets = [tmp_path / "escaped", ROOT / "sandbox_escaped", Path("/tmp/thinktrain_sandbox_escaped"),
+               Path.home() / "sandbox_escaped"]
+    for target in targets:
+        out = run(ns, f"open({str(target)!r}, 'w').write('x')\nprint('wrote')")
+        assert out.startswith("error: "), out
+        assert not target.exists()
+    assert run(ns, "open('/usr/escaped', 'w')").startswith("error: OSError: [Errno 30] Read-only file system")
+    assert run(ns, "open('kept', 'w').write('x')\nimport os\nprint(os.listdir('.'))") == "['kept']\n"
+    assert run(ns, "import os\nprint(os.listdir('.'))") == "[]\n", "each program starts on an empty scratch"
+
+
+def test_no_network(ns):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    out = run(ns, f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\ns.send(b'hi')")
+    assert out.startswith("error: ") and "unreachable" in out.lower(), out
+    with pytest.raises(BlockingIOError):
+        listener.accept()  # nobody knocked
+    listener.close()
+
+
+def test_rlimits_scratch_is_removed(tmp_path):
+    box = _box("rlimits")
+    before = set(Path("/tmp").glob("thinktrain-sandbox-*"))
+    assert box.run_sync("open('f', 'w').write('x')\nimport os\nprint(os.getcwd())").startswith("/tmp/thinktrain-")
+    box.close()
+    assert set(Path("/tmp").glob("thinktrain-sandbox-*")) <= before
+
+
+def test_many_programs_at_once(ns):
+    async def many():
+        return await asyncio.gather(*(ns.run(f"print({i} * 2)") for i in range(64)))
+
+    assert asyncio.run(many()) == [f"{i * 2}\n" for i in range(64)]
+
+
+def test_a_dead_worker_is_restarted(ns):
+    ns._proc.kill()
+    ns._proc.wait()
+    time.sleep(0.2)
+    assert ns.run_sync("print(1)") == "1\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare(1)")
+def test_a_machine_without_user_namespaces_is_named():
+    """A cluster node that forbids user namespaces, made for real: user.max_user_namespaces=0 in a namespace."""
+    code = ("import sys; sys.path.insert(0, 'src'); from thinktrain.sandbox import check_mechanism; "
+            "print(check_mechanism('namespaces')); print(check_mechanism('rlimits'))")
+    out = subprocess.run(["unshare", "-Ur", "sh", "-c", f"echo 0 > /proc/sys/user/max_user_namespaces && "
+                          f"{os.path.realpath(sys.executable)} -c \"{code}\""], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "unshare" in lines[0] and ("No space left" in lines[0] or "not permitted" in lines[0]), lines
+    assert lines[1] == "None"
+
+
+# --------------------------------------------------------------------------- the tool and every tool's deadline
+
+
+def sleeps_forever(seconds: int) -> str:
+    """Sleep.
+
+    Args:
+        seconds: how long
+    """
+    time.sleep(10**6)
+    return "never"
+
+
+async def awaits_forever(seconds: int) -> str:
+    """Sleep, asynchronously.
+
+    Args:
+        seconds: how long
+    """
+    await asyncio.sleep(10**6)
+    return "never"
+
+
+def raises(text: str, count: int | None = None) -> str:
+    """Raise.
+
+    Args:
+        text: what to say
+        count: how often
+    """
+    raise RuntimeError(f"broken on {text}")
+
+
+def test_every_tool_is_bounded_and_keeps_its_schema():
+    from transformers.utils import get_json_schema
+
+    from thinktrain.tools import FAULTS, bounded
+
+    before = FAULTS.copy()
+    for fn in (sleeps_forever, awaits_forever):
+        tool = bounded(fn, 0.3)
+        assert inspect.iscoroutinefunction(tool) and tool.__name__ == fn.__name__  # TRL's test for async tools
+        assert get_json_schema(tool) == get_json_schema(fn)
+        started = time.perf_counter()
+        assert asyncio.run(tool(seconds=1)) == f"error: tool '{fn.__name__}' timed out after 0.3 s"
+        assert time.perf_counter() - started < 1.5
+    tool = bounded(raises, 1)
+    assert get_json_schema(tool) == get_json_schema(raises)
+    assert asyncio.run(tool(text="x")) == "error: broken on x"
+    assert FAULTS["timeouts"] - before["timeouts"] == 2 and FAULTS["errors"] - before["errors"] == 1
+
+
+def test_load_tools_bounds_every_tool_and_builds_python(monkeypatch):
+    from transformers.utils import get_json_schema
+
+    from thinktrain.tools import TOOLS, calculator, load_tools
+
+    tools = load_tools(["calculator", "python", "test_sandbox:sleeps_forever"], timeout=0.5,
+                       sandbox=os.environ.get("THINKTRAIN_TEST_SANDBOX", "namespaces")
+                       if check_mechanism("namespaces") is None else "rlimits")
+    assert [t.__name__ for t in tools] == ["calculator", "python", "sleeps_forever"]
+    assert get_json_schema(tools[0]) == get_json_schema(calculator)
+    assert get_json_schema(tools[1]) == get_json_schema(TOOLS["python"])
+    assert asyncio.run(tools[0](expression="48/2")) == "24"
+    assert asyncio.run(tools[1](code="print(48 / 2)")) == "24.0\n"
+    assert asyncio.run(tools[2](seconds=1)) == "error: tool 'sleeps_forever' timed out after 0.5 s"
+    tools[1].sandbox.close()
+
+
+def test_unknown_tool_and_unavailable_sandbox_refuse_in_one_line(monkeypatch):
+    from thinktrain.tools import load_tools
+
+    with pytest.raises(RecipeError, match=r"^tools: unknown tool 'pyton' \(did you mean 'python'\?\)"):
+        load_tools(["pyton"])
+    monkeypatch.setattr(Sandbox, "check", lambda self: "PermissionError: [Errno 1] unshare: Operation not permitted")
+    with pytest.raises(RecipeError) as e:
+        load_tools(["python"])
+    message = str(e.value)
+    assert "\n" not in message and message.startswith("python_sandbox: namespaces isolation is not available on "
+                                                      "this machine (PermissionError")
+    assert "set python_sandbox: rlimits" in message
+
+
+def test_generation_awaits_async_tools_all_at_once():
+    from thinktrain.generation import _call_all
+    from thinktrain.tools import bounded, calculator
+
+    toolbox = {"calculator": bounded(calculator, 1), "raises": raises}
+    call = lambda name, **a: {"type": "function", "function": {"name": name, "arguments": a}}  # noqa: E731
+    assert _call_all(toolbox, [[call("calculator", expression="1+1")],
+                               [call("calculator", expression="2*3"), call("raises", text="y"), call("nope")]]) == [
+        [("calculator", "2")], [("calculator", "6"), ("raises", {"error": "broken on y"}),
+                                ("nope", {"error": "Tool nope not found."})]]
