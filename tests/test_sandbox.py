@@ -2,9 +2,11 @@
 process and the sandbox stay unharmed), and the deadline every tool gets (tools.bounded)."""
 
 import asyncio
+import concurrent.futures
 import inspect
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -74,6 +76,38 @@ def test_fork_bomb_and_child_processes_are_refused(box):
     out = run(box, f"import os\nos.posix_spawn('/bin/sleep', ['sleep', '{marker}'], {{}})\nprint('started')")
     assert out.startswith("error: PermissionError"), out
     assert not [p for p in Path("/proc").glob("[0-9]*/cmdline") if marker in _read(p)]
+
+
+def test_a_program_that_closes_its_output_still_meets_the_deadline(box):
+    """Closed pipes are no sign the program ended: the worker watches its exit, and kills it at the deadline."""
+    assert run(box, "import os, time\nos.close(1)\nos.close(2)\ntime.sleep(60)") == f"error: timed out after {DEADLINE:g} s"
+
+
+def test_many_lingering_programs_do_not_wedge_the_worker(box):
+    """More programs than the worker runs at once (64), each closing its output and sleeping: all cut in time."""
+    pid, started = box._proc.pid, time.perf_counter()
+    futures = [box.submit("import os, time\nos.close(1)\nos.close(2)\ntime.sleep(60)") for _ in range(70)]
+    assert {f.result(4 * DEADLINE + 10) for f in futures} == {f"error: timed out after {DEADLINE:g} s"}
+    assert time.perf_counter() - started < 4 * DEADLINE + 5
+    assert box.run_sync("print(6 * 7)") == "42\n" and box._proc.pid == pid
+
+
+def test_a_worker_that_takes_no_programs_stalls_no_caller(ns):
+    """Stopped here, its socket's buffer fills: each send waits a bounded time and the call answers busy."""
+    program = "print(1)\n" + "#" * 19_000  # ~10 of these fill the buffer
+    pid = ns._proc.pid
+    worker = int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])  # PID 1 of its namespace
+    os.kill(worker, signal.SIGSTOP)
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        futures = pool.submit(lambda: [ns.submit(program, timeout=0.3) for _ in range(30)]).result(30)
+    finally:
+        os.kill(worker, signal.SIGCONT)
+        pool.shutdown(wait=False)
+    busy = [f.result() for f in futures if f.done()]
+    assert busy and all(b.startswith("error: the sandbox is unavailable (busy") for b in busy), busy
+    assert {f.result(10) for f in futures} <= {"1\n", *busy}
+    assert ns.run_sync("print(6 * 7)") == "42\n" and ns._proc.pid == pid
 
 
 def test_threads_left_running_end_with_the_program(box):

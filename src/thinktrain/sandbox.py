@@ -19,10 +19,12 @@ import concurrent.futures
 import itertools
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
 import threading
+import time
 
 MECHANISMS = ("namespaces", "rlimits")
 OUTPUT_CHARS = 2000  # stdout the model reads, at most (then "... (output truncated ...)")
@@ -115,16 +117,36 @@ class Sandbox:
         if len(code) > MAX_CODE_CHARS:
             future.set_result(f"error: the program is longer than {MAX_CODE_CHARS} characters")
             return future
+        key = None
         try:
             self.start()
             with self._lock:
-                key = next(self._ids)
+                key, sock = next(self._ids), self._sock
                 self._pending[key] = future
-                self._sock.send(json.dumps({"id": key, "code": code, "timeout": timeout}).encode())
-        except (SandboxUnavailable, OSError) as e:
+            # outside the lock, never blocking for long: a worker that takes no programs (its queue holds 10)
+            # must not stall every other caller, the reader thread's clean-up included
+            self._send(sock, json.dumps({"id": key, "code": code, "timeout": timeout}).encode(),
+                       timeout or self.limits["timeout"])
+        except (SandboxUnavailable, OSError, ValueError) as e:
+            self._pending.pop(key, None)
             if not future.done():
                 future.set_result(f"error: the sandbox is unavailable ({e})")
         return future
+
+    @staticmethod
+    def _send(sock, data: bytes, seconds: float):
+        """Send one message (SOCK_SEQPACKET: whole or not at all), waiting at most `seconds` for room."""
+        end = time.monotonic() + seconds
+        while True:
+            if sock is None or sock.fileno() < 0:
+                raise OSError("it was closed")
+            try:
+                sock.send(data, socket.MSG_DONTWAIT)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= end:
+                    raise OSError(f"busy: it took no program for {seconds:g} s") from None
+                select.select([], [sock], [], max(0.0, end - time.monotonic()))
 
     def _backstop(self, timeout):  # the worker's own deadline fires first; this only guards against a stuck worker
         return 2 * (timeout or self.limits["timeout"]) + 5

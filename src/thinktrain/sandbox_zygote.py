@@ -256,34 +256,68 @@ def serve(request, mechanism, limits, sock, seccomp):
 
 def collect(pid, out_r, err_r, limits):
     """Read the program's stdout (up to limits['read_bytes'], then it is killed) and the tail of its stderr until
-    both close or the deadline passes (then SIGKILL: in a PID namespace the kernel kills all it made)."""
+    it has exited and both pipes have closed, or the deadline passes (then SIGKILL: in a PID namespace the kernel
+    kills all it made). Its exit is watched with a pidfd, not a blocking wait: a program that closes its pipes and
+    sleeps is still cut at the deadline (and cannot hold one of the worker's MAX_LIVE places for longer)."""
     deadline = time.monotonic() + limits["timeout"]
-    out, err, why = bytearray(), bytearray(), None
-    open_fds = {out_r, err_r}
-    while open_fds:
-        left = deadline - time.monotonic()
-        ready = select.select(list(open_fds), [], [], max(left, 0))[0] if left > 0 else []
-        if not ready:
-            why = f"timed out after {limits['timeout']:g} s"
-            break
-        for fd in ready:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                open_fds.discard(fd)
-            elif fd == out_r:
-                out += chunk
-            else:
-                err = (err + chunk)[-4096:]
-        if len(out) > limits["read_bytes"]:
-            why = "truncated"
-            break
-    if why:
-        os.kill(pid, signal.SIGKILL)
+    out, err, why, status = bytearray(), bytearray(), None, None
     try:
-        _, status = os.waitpid(pid, 0)  # a program that closed its pipes and lingers: the deadline still holds
-    except ChildProcessError:
-        status = 0
-    return format_result(out, err, status, why, limits)
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # a kernel before 5.3: poll the exit every 50 ms instead
+        pidfd = None
+    watch = {out_r, err_r} | ({pidfd} if pidfd is not None else set())
+    try:
+        while out_r in watch or err_r in watch or status is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                why = f"timed out after {limits['timeout']:g} s"
+                break
+            ready = select.select(list(watch), [], [], left if pidfd is not None else min(left, 0.05))[0]
+            if status is None and (pidfd is None or pidfd in ready):
+                done, code = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    status = code
+                    watch.discard(pidfd)
+            for fd in (fd for fd in ready if fd in (out_r, err_r)):
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    watch.discard(fd)
+                elif fd == out_r:
+                    out += chunk
+                else:
+                    err = (err + chunk)[-4096:]
+            if len(out) > limits["read_bytes"]:
+                why = "truncated"
+                break
+        if why and status is None:
+            kill(pid)
+            status = reap(pid, pidfd)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+    return format_result(out, err, status or 0, why, limits)
+
+
+def kill(pid):
+    """SIGKILL the program: PID 1 of its namespace (the kernel kills the rest) and its session's process group
+    (rlimits, where it is not: seccomp leaves it no processes to make, this is the second belt)."""
+    for send in (os.kill, os.killpg):
+        try:
+            send(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass  # gone already; or setsid not reached yet, so there is no group of its own
+
+
+def reap(pid, pidfd, seconds=5.0):
+    """Its exit status after SIGKILL, waiting `seconds` at most: a kill takes effect at once, but never hang on it
+    (one still unreaped is an orphan when this process exits, reaped by the zygote or init)."""
+    end = time.monotonic() + seconds
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        left = end - time.monotonic()
+        if done or left <= 0:
+            return status if done else None
+        select.select([pidfd] if pidfd is not None else [], [], [], left if pidfd is not None else min(left, 0.05))
 
 
 def format_result(out, err, status, why, limits):
