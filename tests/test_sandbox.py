@@ -188,6 +188,95 @@ def test_nothing_is_written_outside_the_scratch(ns, tmp_path):
     assert run(ns, "import os\nprint(os.listdir('.'))") == "[]\n", "each program starts on an empty scratch"
 
 
+_SYSV_KEY = 0x7454  # the segment a program tries to leave for the next one
+
+_LEAVE_SHM = f"""import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+shmid = libc.shmget({_SYSV_KEY}, 4096, 0o1600)  # IPC_CREAT
+if shmid < 0:
+    raise OSError(ctypes.get_errno(), 'shmget')
+addr = libc.shmat(shmid, None, 0)
+ctypes.memmove(addr, b'left behind', 11)
+print('made')
+"""
+
+_FIND_SHM = f"""import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+shmid = libc.shmget({_SYSV_KEY}, 0, 0)
+print('seen ' + ctypes.string_at(libc.shmat(shmid, None, 0), 11).decode() if shmid >= 0 else 'unseen')
+"""
+
+
+def _remove_host_segment():
+    """(rlimits shares the host's IPC namespace: a segment a program made there would outlive the test)"""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    shmid = libc.shmget(_SYSV_KEY, 0, 0)
+    if shmid >= 0:
+        libc.shmctl(shmid, 0, None)  # IPC_RMID
+
+
+def test_no_shared_memory_outlives_a_call(box):
+    """SysV shared memory (and message queues, semaphores, POSIX queues) would carry data from one program to
+    the next, or to the host: the calls are refused, and each program has its own IPC namespace besides."""
+    try:
+        made, found = run(box, _LEAVE_SHM), run(box, _FIND_SHM)
+    finally:
+        _remove_host_segment()
+    assert made.startswith("error: PermissionError: [Errno 1]") and made.endswith("shmget"), made
+    assert "seen left behind" not in found and found.startswith(("unseen", "error: PermissionError")), found
+
+
+def test_each_program_has_its_own_ipc_namespace(ns):
+    # both alive at once: a namespace's inode number is reused once it is gone
+    code = "import os, time\nprint(os.readlink('/proc/self/ns/ipc'))\ntime.sleep(1)"
+    spaces = {f.result(DEADLINE + 5) for f in [ns.submit(code) for _ in range(2)]}
+    pid = ns._proc.pid
+    worker = int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
+    try:
+        theirs = os.readlink(f"/proc/{worker}/ns/ipc") + "\n"  # (the worker is not dumpable: root reads it)
+    except PermissionError:
+        theirs = None
+    assert len(spaces) == 2 and theirs not in spaces, spaces
+
+
+_MOUNT_CALLS = {  # name: (x86-64 number, aarch64 number, arguments)
+    "mount": (165, 40, "b'none', b'/scratch', b'tmpfs', L(0), None"),
+    "umount2": (166, 39, "b'/proc', L(2)"),
+    "pivot_root": (155, 41, "b'.', b'.'"),
+    "unshare": (272, 97, "L(0x10000000)"),  # CLONE_NEWUSER
+    "setns": (308, 268, "L(-1), L(0)"),
+    "open_tree": (428, 428, "L(-100), b'/', L(1)"),  # AT_FDCWD, OPEN_TREE_CLONE
+    "move_mount": (429, 429, "L(-1), b'', L(-1), b'', L(0)"),
+    "fsopen": (430, 430, "b'tmpfs', L(0)"),
+    "fsconfig": (431, 431, "L(-1), L(0), None, None, L(0)"),
+    "fsmount": (432, 432, "L(-1), L(0), L(0)"),
+    "fspick": (433, 433, "L(-100), b'/', L(0)"),
+    "mount_setattr": (442, 442, "L(-1), b'', L(0), None, L(0)"),
+    # a thread in a new user namespace (the kernel says EINVAL, if it is asked), a process in a new network one
+    "clone thread NEWUSER": (56, 220, "L(0x10000000 | 0x10000 | 0x800 | 0x100), L(0), L(0), L(0), L(0)"),
+    "clone NEWNET": (56, 220, "L(0x40000000 | 17), L(0), L(0), L(0), L(0)"),
+    "clone3": (435, 435, "None, L(0)"),
+}
+
+
+@pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"), reason="syscall numbers of x86-64/aarch64")
+def test_mount_and_namespace_calls_are_refused(box):
+    """The new mount API, mount/umount2/pivot_root/unshare/setns, and clone with a CLONE_NEW* flag: EPERM (clone3
+    ENOSYS, so libc falls back to clone, whose flags the filter can read)."""
+    column = 0 if os.uname().machine == "x86_64" else 1
+    calls = "\n".join(f"got[{name!r}] = call({spec[column]}, {spec[2]})" for name, spec in _MOUNT_CALLS.items())
+    code = ("import ctypes, errno\nlibc = ctypes.CDLL(None, use_errno=True)\nL = ctypes.c_long\ngot = {}\n"
+            "def call(nr, *args):\n    ctypes.set_errno(0)\n    r = libc.syscall(L(nr), *args)\n"
+            "    return errno.errorcode.get(ctypes.get_errno(), r) if r == -1 else f'returned {r}'\n"
+            f"{calls}\nprint(got)")
+    got = eval(run(box, code))
+    assert got == {name: "ENOSYS" if name == "clone3" else "EPERM" for name in _MOUNT_CALLS}, got
+
+
 def test_no_network(ns):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))

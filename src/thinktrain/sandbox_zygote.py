@@ -6,13 +6,13 @@ fresh `python` costs ~10x that) and each child confines itself further before ru
 Layers, each a kernel mechanism rather than an inspection of the code (docs/tools.md has the threat model):
   namespaces  once: user + network + mount + PID + IPC + UTS namespaces; a new root holding only the system's
               libraries and Python's standard library, read-only, no /etc, /home, /tmp, project or caches;
-              per program: a nested user + mount + PID namespace (kill its PID 1 and the kernel kills every process
+              per program: a nested user + mount + PID + IPC namespace (kill its PID 1 and the kernel kills every process
               the program made; mounts inherited across a user namespace are locked, so it cannot unmount the new
               root to see the real one), a fresh /proc showing only its own processes, a tmpfs scratch as cwd.
   rlimits     per program: its own session, a scratch dir removed afterwards, and (running as root) uid nobody.
   both        resource limits (CPU s, address space, processes, file size, open files), a seccomp filter (no new
-              processes, no mount/ptrace/namespaces/bpf/keyring/io_uring), a wall-clock deadline, bounded output,
-              an empty environment.
+              processes, no mount (old or new API)/ptrace/namespaces/bpf/keyring/io_uring/SysV or POSIX IPC), a
+              wall-clock deadline, bounded output, an empty environment.
 Protocol: one SOCK_SEQPACKET socket (its fd is argv[3]); a request is JSON {"id", "code", "timeout"}, a reply {"id", "result"}.
 The zygote exits when the trainer's end closes; as PID 1 of its namespace, every process in it dies with it.
 """
@@ -73,18 +73,32 @@ def map_to_root(uid, gid):
 
 # --------------------------------------------------------------------------- seccomp
 
-# (fork, vfork, clone, clone3) and the calls nothing computing needs, which are most of the kernel's attack surface
+# (fork, vfork, clone, clone3), then the calls nothing computing needs, which are most of the kernel's attack surface:
+# ptrace, mount/umount2/pivot_root/unshare/setns, bpf, perf_event_open, userfaultfd, io_uring_setup, keyrings,
+# process_vm_readv/writev, kexec/modules, acct, reboot; the new mount API (open_tree, move_mount, fsopen, fsconfig,
+# fsmount, fspick, mount_setattr: mounts without mount(2)); SysV shared memory, semaphores and message queues and
+# POSIX message queues (state a program could leave for the next one, or share with the host under rlimits)
 _SYSCALLS = {
     "x86_64": (0xC000003E, (57, 58, 56, 435), (101, 165, 166, 155, 272, 308, 321, 298, 323, 425, 250, 248, 249, 310,
-                                               311, 246, 175, 313, 320, 163, 169)),
+                                               311, 246, 175, 313, 320, 163, 169,
+                                               428, 429, 430, 431, 432, 433, 442,
+                                               29, 30, 31, 67, 64, 65, 66, 220, 68, 69, 70, 71,
+                                               240, 241, 242, 243, 244, 245)),
     "aarch64": (0xC00000B7, (None, None, 220, 435), (117, 40, 39, 41, 97, 268, 280, 241, 282, 425, 219, 217, 218,
-                                                     270, 271, 104, 105, 273, 294, 89, 142)),
+                                                     270, 271, 104, 105, 273, 294, 89, 142,
+                                                     428, 429, 430, 431, 432, 433, 442,
+                                                     194, 196, 195, 197, 190, 193, 191, 192, 186, 189, 188, 187,
+                                                     180, 181, 182, 183, 184, 185)),
 }
+# CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET (CLONE_NEWTIME only exists for clone3 and unshare)
+CLONE_NEW_ANY = 0x00020000 | 0x02000000 | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET
 
 
 def seccomp_filter():
-    """A BPF program: fork/vfork/clone3 and clone without CLONE_THREAD fail (threads stay possible, bounded by the
-    address space), the listed calls fail with EPERM, a foreign architecture or x32 call kills the process."""
+    """A BPF program: fork/vfork fail, clone3 fails with ENOSYS (glibc then uses clone, whose flags a filter can
+    read: clone3's are behind a pointer), clone fails unless it makes a thread (CLONE_THREAD; threads stay
+    possible, bounded by the address space) with no CLONE_NEW* flag, the listed calls fail with EPERM, a foreign
+    architecture or x32 call kills the process."""
     arch, (fork, vfork, clone, clone3), denied = _SYSCALLS[platform.machine()][0], *_SYSCALLS[platform.machine()][1:]
     ld, jeq, jset, ret = 0x20, 0x15, 0x45, 0x06
     allow, kill = 0x7FFF0000, 0x80000000
@@ -94,8 +108,9 @@ def seccomp_filter():
         prog += [(0x35, 0, 1, 0x40000000), (ret, 0, 0, kill)]  # jge x32 ABI -> kill
     for nr in (n for n in (fork, vfork) + denied if n is not None):
         prog += [(jeq, 0, 1, nr), (ret, 0, 0, eperm)]
-    prog += [(jeq, 0, 1, clone3), (ret, 0, 0, enosys)]  # glibc falls back to clone, which is judged below
-    prog += [(jeq, 0, 3, clone), (ld, 0, 0, 16), (jset, 1, 0, CLONE_THREAD), (ret, 0, 0, eperm)]  # args[0] = flags
+    prog += [(jeq, 0, 1, clone3), (ret, 0, 0, enosys)]
+    prog += [(jeq, 0, 4, clone), (ld, 0, 0, 16),  # args[0] = flags (their low 32 bits: all clone(2) reads)
+             (jset, 1, 0, CLONE_NEW_ANY), (jset, 1, 0, CLONE_THREAD), (ret, 0, 0, eperm)]
     prog += [(ret, 0, 0, allow)]
     return b"".join(struct.pack("HBBI", *ins) for ins in prog), len(prog)
 
@@ -168,7 +183,7 @@ def isolate_namespaces():
 def confine_call(mechanism, limits):
     """In the per-program child, before it forks the program: its own namespaces and scratch, or a scratch dir."""
     if mechanism == "namespaces":
-        unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID)
+        unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC)  # IPC: no SysV/POSIX object outlives it
         map_to_root(0, 0)
         mount("tmpfs", SCRATCH, "tmpfs", MS_NOSUID | MS_NODEV,
               f"size={limits['file_bytes']},nr_inodes=256,mode=777")
