@@ -379,3 +379,40 @@ def test_report_shows_tool_use(tmp_path):
     text = write_report(tmp_path).read_text()
     assert "| stage | n | k | pass@1 | sampled | pass@8 | tool use | tool use (sampled) |" in text
     assert "| sft | 500 | 8 | 90.0% | 60.0% | 95.0% | 100.0% | 93.7% |" in text
+
+
+# --------------------------------------------------------------------------- tool faults in the run log
+
+
+def test_tool_faults_reach_the_run_log():
+    """tools.bounded turns failures into strings (TRL's tools/failure_frequency stays 0): GRPO logs its counts."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl, TrainerState
+
+    from thinktrain.grpo import ToolFaults, add_tool_faults
+    from thinktrain.tools import bounded
+
+    def fails(text: str) -> str:
+        """Fail.
+
+        Args:
+            text: anything
+        """
+        raise RuntimeError("no")
+
+    callback, state = ToolFaults(), TrainerState()
+    callback.on_train_begin(None, state, TrainerControl())
+    assert asyncio.run(bounded(fails, 1)(text="x")) == "error: no"
+    logs = {"loss": 1.0}
+    state.log_history.append({**logs, "step": 1})
+    callback.on_log(None, state, TrainerControl(), logs=logs)
+    assert logs == {"loss": 1.0, "tools/timeouts": 0, "tools/errors": 1}
+    assert state.log_history[-1] == {"loss": 1.0, "step": 1, "tools/timeouts": 0, "tools/errors": 1}
+
+    trainer = SimpleNamespace(callback_handler=SimpleNamespace(callbacks=["printer", "reporter"]))
+    add_tool_faults(trainer, SimpleNamespace(tools=[]))
+    assert trainer.callback_handler.callbacks == ["printer", "reporter"]
+    add_tool_faults(trainer, SimpleNamespace(tools=[fails]))
+    assert isinstance(trainer.callback_handler.callbacks[0], ToolFaults)  # before the reporters

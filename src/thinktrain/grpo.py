@@ -2,8 +2,37 @@
 
 from __future__ import annotations
 
+from transformers import TrainerCallback
+
 from . import run
 from .models import load_model
+from .tools import FAULTS
+
+
+class ToolFaults(TrainerCallback):
+    """Adds `tools/timeouts` and `tools/errors` to each log: the tool calls that timed out or raised since training
+    began (tools.bounded counts them in FAULTS). TRL's own `tools/failure_frequency` cannot see them: bounded turns
+    every failure into an error string the model reads, which to TRL is an answer."""
+
+    def __init__(self):
+        self.start = FAULTS.copy()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = FAULTS.copy()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None:
+            return
+        extra = {f"tools/{kind}": FAULTS[kind] - self.start[kind] for kind in ("timeouts", "errors")}
+        logs.update(extra)  # the reporters (report_to) and the printer after this callback see it ...
+        if state.log_history:
+            state.log_history[-1].update(extra)  # ... and trainer_state.json, which Trainer.log copied before us
+
+
+def add_tool_faults(trainer, recipe):
+    """With tools, ToolFaults goes first among the trainer's callbacks: before the reporters, so they log it."""
+    if recipe.tools:
+        trainer.callback_handler.callbacks.insert(0, ToolFaults())
 
 
 def main(recipe):
@@ -23,5 +52,6 @@ def main(recipe):
         peft_config=get_peft_config(model_args),
         quantization_config=get_quantization_config(model_args),
     )
+    add_tool_faults(trainer, recipe)
     result = run.train(trainer, recipe)
     return run.finish(trainer, result, recipe)
