@@ -30,7 +30,7 @@ MECHANISMS = ("namespaces", "rlimits")
 OUTPUT_CHARS = 2000  # stdout the model reads, at most (then "... (output truncated ...)")
 MAX_CODE_CHARS = 20_000
 LIMITS = {
-    "timeout": 10.0,  # wall-clock seconds per program (tool_timeout); CPU seconds are limited to this + 1
+    "timeout": 10.0,  # wall-clock seconds per program (the tool: tools.sandbox_seconds); CPU seconds: this + 1
     "memory_bytes": 512 << 20,  # address space (RLIMIT_AS): a 16 GB allocation is a MemoryError
     "file_bytes": 16 << 20,  # largest file, and the scratch tmpfs
     "processes": 32,  # RLIMIT_NPROC; seccomp already refuses new processes, threads stay bounded

@@ -49,10 +49,17 @@ def calculator(expression: str) -> str:
         return f"error: {type(e).__name__}"
 
 
+def sandbox_seconds(timeout: float) -> float:
+    """A program's deadline under tool_timeout `timeout`: half a second less (a quarter less below 2 s), left for
+    the fork and the reply, so the model reads the sandbox's own "timed out after N s" for a killed program, not
+    bounded's message for a call it gave up on."""
+    return max(timeout - 0.5, 0.75 * timeout)
+
+
 def python_tool(mechanism: str = "namespaces", timeout: float = TOOL_TIMEOUT) -> Callable:
-    """The `python` tool, running each program in its own Sandbox(mechanism) for at most `timeout` seconds. Its
-    worker starts on the first call (load_tools starts it at once, to refuse a machine that cannot isolate)."""
-    box = Sandbox(mechanism, timeout=timeout)
+    """The `python` tool, running each program in its own Sandbox(mechanism), killed after sandbox_seconds(timeout).
+    Its worker starts on the first call (load_tools starts it at once, to refuse a machine that cannot isolate)."""
+    box = Sandbox(mechanism, timeout=sandbox_seconds(timeout))
 
     async def python(code: str) -> str:
         """Run a Python program and return what it prints.
