@@ -408,6 +408,37 @@ def test_load_tools_bounds_every_tool_and_builds_python(monkeypatch):
     tools[1].sandbox.close()
 
 
+def exits(code: int) -> str:
+    """Exit.
+
+    Args:
+        code: the status
+    """
+    sys.exit(code)
+
+
+async def exits_async(code: int) -> str:
+    """Exit, asynchronously.
+
+    Args:
+        code: the status
+    """
+    sys.exit(code)
+
+
+def test_a_tool_calling_sys_exit_is_an_error_not_the_trainers_exit():
+    from thinktrain.tools import FAULTS, bounded
+
+    before = FAULTS["errors"]
+    for fn in (exits, exits_async):
+        try:
+            out = asyncio.run(bounded(fn, 1)(code=3))
+        except BaseException as e:  # noqa: BLE001
+            pytest.fail(f"{fn.__name__}: bounded raised {e!r} into the caller")
+        assert out == "error: it raised SystemExit: 3", out
+    assert FAULTS["errors"] - before == 2
+
+
 def test_unknown_tool_and_unavailable_sandbox_refuse_in_one_line(monkeypatch):
     from thinktrain.tools import load_tools
 

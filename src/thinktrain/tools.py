@@ -78,6 +78,14 @@ def python_tool(mechanism: str = "namespaces", timeout: float = TOOL_TIMEOUT) ->
 # --------------------------------------------------------------------------- deadlines
 
 
+class ToolExited(Exception):
+    """A tool raised SystemExit (sys.exit) or another BaseException that is not an error: here it is one."""
+
+
+def _as_error(e: BaseException) -> Exception:
+    return e if isinstance(e, Exception) else ToolExited(f"it raised {type(e).__name__}" + (f": {e}" if str(e) else ""))
+
+
 def _in_thread(fn, kwargs) -> concurrent.futures.Future:
     """Run a sync tool on its own daemon thread: a pool's worker stuck in a hung tool would starve later calls.
     (Python cannot kill a thread: a tool that never returns keeps its thread; the count is in FAULTS.)"""
@@ -86,22 +94,31 @@ def _in_thread(fn, kwargs) -> concurrent.futures.Future:
     def work():
         try:
             future.set_result(fn(**kwargs))
-        except BaseException as e:  # noqa: BLE001  (reported as the tool's error string)
-            future.set_exception(e)
+        except BaseException as e:  # noqa: BLE001  (sys.exit too: the tool's error string, not the trainer's exit)
+            future.set_exception(_as_error(e))
 
     threading.Thread(target=work, daemon=True, name=f"tool {fn.__name__}").start()
     return future
 
 
+async def _awaited(fn, kwargs):
+    """An async tool, its SystemExit an error: asyncio re-raises SystemExit out of the event loop, ending it."""
+    try:
+        return await fn(**kwargs)
+    except (SystemExit, GeneratorExit) as e:
+        raise _as_error(e) from None
+
+
 def bounded(fn: Callable, seconds: float) -> Callable:
     """`fn` as an async tool that answers within `seconds`: a hang becomes "error: tool 'x' timed out after N s",
-    an exception "error: ..."; never raises. Same name, docstring and type hints, so the same JSON schema."""
+    an exception (sys.exit included) "error: ..."; never raises. Same name, docstring and type hints, so the same
+    JSON schema."""
     name, is_async = fn.__name__, inspect.iscoroutinefunction(fn)
 
     @functools.wraps(fn)
     async def tool(**kwargs):
         try:
-            call = fn(**kwargs) if is_async else asyncio.wrap_future(_in_thread(fn, kwargs))
+            call = _awaited(fn, kwargs) if is_async else asyncio.wrap_future(_in_thread(fn, kwargs))
             return await asyncio.wait_for(call, seconds)
         except asyncio.TimeoutError:
             FAULTS["timeouts"] += 1
