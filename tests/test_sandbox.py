@@ -463,3 +463,17 @@ def test_generation_awaits_async_tools_all_at_once():
                                [call("calculator", expression="2*3"), call("raises", text="y"), call("nope")]]) == [
         [("calculator", "2")], [("calculator", "6"), ("raises", {"error": "broken on y"}),
                                 ("nope", {"error": "Tool nope not found."})]]
+
+
+def test_generation_calls_tools_from_inside_a_running_event_loop():
+    """A notebook (or any async caller) already runs a loop: asyncio.run would refuse to start another there."""
+    from thinktrain.generation import _call_all
+    from thinktrain.tools import bounded, calculator
+
+    toolbox = {"calculator": bounded(calculator, 1)}
+    call = {"type": "function", "function": {"name": "calculator", "arguments": {"expression": "6*7"}}}
+
+    async def notebook_cell():
+        return _call_all(toolbox, [[call], [call]])
+
+    assert asyncio.run(notebook_cell()) == [[("calculator", "42")], [("calculator", "42")]]

@@ -14,6 +14,7 @@ GRPO itself generates inside TRL's trainer (vLLM or transformers); this module i
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import inspect
 import sys
@@ -155,7 +156,14 @@ def _call_all(toolbox: dict, calls: list[list[dict]]) -> list[list[tuple]]:
     async def gather():
         return await asyncio.gather(*(asyncio.gather(*(_call(toolbox, c) for c in cs)) for cs in calls))
 
-    return asyncio.run(gather())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(gather())
+    # called from inside a running loop (a notebook, an async caller): asyncio.run refuses there, and this
+    # function must return results, not a coroutine; the round gets its own loop on a thread
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tool-round") as pool:
+        return pool.submit(asyncio.run, gather()).result()
 
 
 def tool_template(tokenizer) -> str | None:
