@@ -308,6 +308,42 @@ def test_rlimits_scratch_is_removed(tmp_path):
     assert set(Path("/tmp").glob("thinktrain-sandbox-*")) <= before
 
 
+def test_rlimits_scratch_is_no_one_elses(tmp_path):
+    """The scratch dir is 0700 (the program's own: uid nobody's when the trainer is root), never world-writable."""
+    box = _box("rlimits")
+    try:
+        out = run(box, "import os\nopen('f', 'w').write('x')\nprint(oct(os.stat('.').st_mode & 0o777))")
+    finally:
+        box.close()
+    assert out == "0o700\n", out
+
+
+def test_programs_inherit_no_file_descriptors(box):
+    code = ("import os\nheld = []\nfor fd in range(3, 1 << 13):\n    try:\n        os.fstat(fd)\n"
+            "        held.append(fd)\n    except OSError:\n        pass\nprint(held)")
+    assert run(box, code) == "[]\n"
+
+
+def test_a_failed_self_check_leaves_no_worker():
+    box = Sandbox("rlimits", memory_bytes=1 << 20)  # too little for any program to run
+    why = box.check()
+    assert why is not None and why.startswith("a test program returned"), why
+    assert box._proc is None and box._sock is None
+
+
+def test_a_malformed_reply_is_an_error_string_not_a_crash():
+    box = Sandbox("rlimits")
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    waiting = [concurrent.futures.Future() for _ in range(2)]
+    box._pending.update(enumerate(waiting))
+    theirs.send(b'{"id": 0, "result": "ok"}')
+    theirs.send(b"not json")
+    box._read(None, ours)  # returns (raising would fail here): the worker is to be stopped, every caller answered
+    assert waiting[0].result(0) == "ok"
+    assert waiting[1].result(0) == "error: the sandbox sent a malformed reply (JSONDecodeError); try again"
+    theirs.close()
+
+
 def test_many_programs_at_once(ns):
     async def many():
         return await asyncio.gather(*(ns.run(f"print({i} * 2)") for i in range(64)))

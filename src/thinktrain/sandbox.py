@@ -76,6 +76,8 @@ class Sandbox:
                 hello = json.loads(ours.recv(1 << 16) or b'{"ready": false, "reason": "it exited at start"}')
             except (OSError, ValueError) as e:
                 hello = {"ready": False, "reason": f"no answer ({type(e).__name__})"}
+            if not isinstance(hello, dict):
+                hello = {"ready": False, "reason": "a malformed greeting"}
             if not hello.get("ready"):
                 proc.kill()
                 proc.wait()
@@ -86,7 +88,9 @@ class Sandbox:
             threading.Thread(target=self._read, args=(proc, ours), daemon=True, name="sandbox-reader").start()
 
     def _read(self, proc, sock):
-        """Resolve each reply's future; when the worker goes, every call in flight gets an error string."""
+        """Resolve each reply's future; when the worker goes, or sends what is not a reply (then it is stopped: the
+        call it meant cannot be known), every call in flight gets an error string. Never raises."""
+        why = "the sandbox stopped; try again"
         while True:
             try:
                 message = sock.recv(1 << 20)
@@ -94,19 +98,29 @@ class Sandbox:
                 message = b""
             if not message:
                 break
-            reply = json.loads(message)
-            future = self._pending.pop(reply["id"], None)
+            try:
+                reply = json.loads(message)
+                key, result = reply["id"], reply["result"]
+                if not isinstance(key, int) or not isinstance(result, str):
+                    raise TypeError("not an id and a string")
+            except (ValueError, KeyError, TypeError) as e:
+                why = f"the sandbox sent a malformed reply ({type(e).__name__}); try again"
+                break
+            future = self._pending.pop(key, None)
             if future is not None and not future.done():
-                future.set_result(reply["result"])
+                future.set_result(result)
         with self._lock:
             for key in list(self._pending):
                 future = self._pending.pop(key)
                 if not future.done():
-                    future.set_result("error: the sandbox stopped; try again")
-            if self._proc is proc:
+                    future.set_result(f"error: {why}")
+            if proc is not None and self._proc is proc:
                 proc.kill()
                 proc.wait()
                 self._proc = None
+            if self._sock is sock:
+                self._sock = None
+        sock.close()  # (the next call starts a new worker, with a new socket)
 
     def submit(self, code, timeout: float | None = None) -> concurrent.futures.Future:
         """A future of the program's result string (never an exception)."""
@@ -188,7 +202,10 @@ class Sandbox:
         except SandboxUnavailable as e:
             return str(e)
         out = self.run_sync("print(6 * 7)", timeout=5)
-        return None if out == "42\n" else f"a test program returned {out!r}"
+        if out == "42\n":
+            return None
+        self.close()  # refused: no worker is left behind for a run that stops here
+        return f"a test program returned {out!r}"
 
 
 def check_mechanism(mechanism: str) -> str | None:

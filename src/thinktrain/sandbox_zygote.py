@@ -188,8 +188,9 @@ def confine_call(mechanism, limits):
         mount("tmpfs", SCRATCH, "tmpfs", MS_NOSUID | MS_NODEV,
               f"size={limits['file_bytes']},nr_inodes=256,mode=777")
         return SCRATCH
-    scratch = tempfile.mkdtemp(prefix="thinktrain-sandbox-")
-    os.chmod(scratch, 0o777)  # uid nobody writes there when the trainer is root
+    scratch = tempfile.mkdtemp(prefix="thinktrain-sandbox-")  # 0700: no other user looks in or plants files
+    if real_root():
+        os.chown(scratch, 65534, 65534)  # the program runs as uid nobody (run_program): its own dir, still 0700
     return scratch
 
 
@@ -197,6 +198,19 @@ def real_root() -> bool:
     """uid 0 of the machine (not of a user namespace, where uid nobody would not exist)."""
     with open("/proc/self/uid_map") as f:
         return os.geteuid() == 0 and f.read().split() == ["0", "0", "4294967295"]
+
+
+def close_inherited():
+    """Close every fd above 2 (the worker's socket to the trainer included), however high: close_range(2) (Linux
+    5.9), else each fd /proc lists; a fixed bound such as 65536 would miss those above it."""
+    if LIBC.syscall(ctypes.c_long(436), ctypes.c_uint(3), ctypes.c_uint(0xFFFFFFFF), ctypes.c_uint(0)) == 0:
+        return
+    for fd in sorted(int(n) for n in os.listdir("/proc/self/fd")):
+        if fd > 2:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the listing's own fd, closed already
 
 
 def run_program(code, mechanism, scratch, limits, out_w, err_w, seccomp):
@@ -208,7 +222,7 @@ def run_program(code, mechanism, scratch, limits, out_w, err_w, seccomp):
         os.chdir(scratch)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
-        os.closerange(3, 1 << 16)  # the trainer's socket included
+        close_inherited()
         cpu = max(1, int(limits["timeout"]) + 1)
         for which, value in ((resource.RLIMIT_CPU, cpu), (resource.RLIMIT_AS, limits["memory_bytes"]),
                              (resource.RLIMIT_FSIZE, limits["file_bytes"]), (resource.RLIMIT_NOFILE, 64),
