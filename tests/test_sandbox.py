@@ -3,6 +3,7 @@ process and the sandbox stay unharmed), and the deadline every tool gets (tools.
 
 import asyncio
 import concurrent.futures
+import contextlib
 import inspect
 import os
 import shutil
@@ -96,22 +97,50 @@ def test_many_lingering_programs_do_not_wedge_the_worker(box):
     assert box.run_sync("print(6 * 7)") == "42\n" and box._proc.pid == pid
 
 
-def test_a_worker_that_takes_no_programs_stalls_no_caller(ns):
-    """Stopped here, its socket's buffer fills: each send waits a bounded time and the call answers busy."""
-    program = "print(1)\n" + "#" * 19_000  # ~10 of these fill the buffer
-    pid = ns._proc.pid
-    worker = int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])  # PID 1 of its namespace
+@contextlib.contextmanager
+def _stopped(box):
+    """The worker (PID 1 of its namespace, the child of box._proc) stopped: it takes no programs meanwhile."""
+    pid = box._proc.pid
+    worker = int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
     os.kill(worker, signal.SIGSTOP)
-    pool = concurrent.futures.ThreadPoolExecutor(1)
     try:
-        futures = pool.submit(lambda: [ns.submit(program, timeout=0.3) for _ in range(30)]).result(30)
+        yield
     finally:
         os.kill(worker, signal.SIGCONT)
-        pool.shutdown(wait=False)
+
+
+BIG = "print(1)\n" + "#" * 19_000  # ~10 of these fill the worker's socket buffer
+
+
+def test_a_worker_that_takes_no_programs_stalls_no_caller(ns):
+    """Stopped here, its socket's buffer fills: each send waits a bounded time and the call answers busy."""
+    pid = ns._proc.pid
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    with _stopped(ns):
+        try:
+            futures = pool.submit(lambda: [ns.submit(BIG, timeout=0.3) for _ in range(30)]).result(30)
+        finally:
+            pool.shutdown(wait=False)
     busy = [f.result() for f in futures if f.done()]
     assert busy and all(b.startswith("error: the sandbox is unavailable (busy") for b in busy), busy
     assert {f.result(10) for f in futures} <= {"1\n", *busy}
     assert ns.run_sync("print(6 * 7)") == "42\n" and ns._proc.pid == pid
+
+
+def test_a_stuck_worker_does_not_block_the_event_loop(ns):
+    """The async tool waits for room to send off the event loop: other tools (and timers) go on meanwhile."""
+    async def calls_and_a_timer():
+        with _stopped(ns):
+            calls = [asyncio.ensure_future(ns.run(BIG, timeout=0.3)) for _ in range(30)]
+            started = time.perf_counter()
+            await asyncio.sleep(0.05)
+            late = time.perf_counter() - started
+            await asyncio.sleep(0.5)
+        return late, await asyncio.gather(*calls)
+
+    late, results = asyncio.run(calls_and_a_timer())
+    assert late < 1.0, f"the event loop was blocked for {late:.1f} s"
+    assert all(r == "1\n" or r.startswith("error: the sandbox is unavailable (busy") for r in results), results
 
 
 def test_threads_left_running_end_with_the_program(box):

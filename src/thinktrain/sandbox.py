@@ -167,9 +167,15 @@ class Sandbox:
 
     async def run(self, code, timeout: float | None = None) -> str:
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(self.submit(code, timeout)), self._backstop(timeout))
+            # submit on a thread: it may start the worker, or wait for room to send; the event loop runs other tools
+            submitted = asyncio.get_running_loop().run_in_executor(None, self.submit, code, timeout)
+            return await asyncio.wait_for(self._result(submitted), self._backstop(timeout))
         except asyncio.TimeoutError:
             return "error: the sandbox did not answer"
+
+    @staticmethod
+    async def _result(submitted) -> str:
+        return await asyncio.wrap_future(await submitted)
 
     def run_sync(self, code, timeout: float | None = None) -> str:
         try:
