@@ -6,9 +6,10 @@ fresh `python` costs ~10x that) and each child confines itself further before ru
 Layers, each a kernel mechanism rather than an inspection of the code (docs/tools.md has the threat model):
   namespaces  once: user + network + mount + PID + IPC + UTS namespaces; a new root holding only the system's
               libraries and Python's standard library, read-only, no /etc, /home, /tmp, project or caches;
-              per program: a nested user + mount + PID + IPC namespace (kill its PID 1 and the kernel kills every process
-              the program made; mounts inherited across a user namespace are locked, so it cannot unmount the new
-              root to see the real one), a fresh /proc showing only its own processes, a tmpfs scratch as cwd.
+              per program: a nested user + mount + PID + IPC namespace (kill its PID 1 and the kernel kills every
+              process the program made; mounts inherited across a user namespace are locked, so it cannot unmount
+              the new root to see the real one), a fresh /proc showing only its own processes, a tmpfs scratch as
+              cwd, no SysV/POSIX IPC object shared with the next program.
   rlimits     per program: its own session, a scratch dir removed afterwards, and (running as root) uid nobody.
   both        resource limits (CPU s, address space, processes, file size, open files), a seccomp filter (no new
               processes, no mount (old or new API)/ptrace/namespaces/bpf/keyring/io_uring/SysV or POSIX IPC), a
