@@ -219,7 +219,7 @@ def test_eval_loop_and_trls_loop_build_the_same_conversation(tiny_model_dir, tmp
 @pytest.mark.slow
 @pytest.mark.parametrize("extra, message", [
     (["--tools", "calculater"], "tools: unknown tool 'calculater' (did you mean 'calculator'?); built-in: "
-                                "calculator, or give 'pkg.module:function'"),
+                                "calculator, python, or give 'pkg.module:function'"),
     (["--tools", "thinktrain.tools:show"], "tools: 'thinktrain.tools:show' can't be offered to the model: "),
 ])
 def test_bad_tools_stop_in_one_line_before_the_model_loads(extra, message):
