@@ -102,10 +102,11 @@ def _in_thread(fn, kwargs) -> concurrent.futures.Future:
 
 
 async def _awaited(fn, kwargs):
-    """An async tool, its SystemExit an error: asyncio re-raises SystemExit out of the event loop, ending it."""
+    """An async tool, its SystemExit an error: asyncio re-raises SystemExit out of the event loop, ending it.
+    (Cancellation, a closed coroutine's GeneratorExit and Ctrl-C pass: they are the caller's, not the tool's.)"""
     try:
         return await fn(**kwargs)
-    except (SystemExit, GeneratorExit) as e:
+    except SystemExit as e:
         raise _as_error(e) from None
 
 
