@@ -68,6 +68,15 @@ def test_programs_print_and_errors_are_one_line(box):
     assert run(box, "import sys; sys.exit(3)") == "error: exit status 3"
 
 
+def test_the_longest_program_reaches_the_sandbox_whatever_its_characters(box):
+    from thinktrain.sandbox import MAX_CODE_CHARS
+
+    emoji = "\U0001F600" * (MAX_CODE_CHARS - 30)
+    assert run(box, f"s = '{emoji}'\nprint(len(s))") == f"{len(emoji)}\n"
+    # a lone surrogate (not UTF-8) reaches it too; Python cannot compile it, which the model reads
+    assert run(box, "s = '\ud800'").startswith("error: UnicodeEncodeError: 'utf-8' codec can't encode")
+
+
 # --------------------------------------------------------------------------- resources: both mechanisms
 
 

@@ -41,6 +41,16 @@ ZYGOTE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_zygot
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}  # all a program's environment holds: no token, no HOME
 
 
+def _request(key, code, timeout) -> bytes:
+    """One request, as UTF-8: ASCII escapes would make a 20,000-character program of emoji 240 KB, over what one
+    socket message may hold (~200 KB); a program with lone surrogates (not UTF-8) is escaped, which is rare."""
+    request = {"id": key, "code": code, "timeout": timeout}
+    try:
+        return json.dumps(request, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(request).encode()
+
+
 class SandboxUnavailable(Exception):
     """The machine cannot provide the mechanism asked for (the message says why, in one line)."""
 
@@ -139,8 +149,7 @@ class Sandbox:
                 self._pending[key] = future
             # outside the lock, never blocking for long: a worker that takes no programs (its queue holds 10)
             # must not stall every other caller, the reader thread's clean-up included
-            self._send(sock, json.dumps({"id": key, "code": code, "timeout": timeout}).encode(),
-                       timeout or self.limits["timeout"])
+            self._send(sock, _request(key, code, timeout), timeout or self.limits["timeout"])
         except (SandboxUnavailable, OSError, ValueError) as e:
             self._pending.pop(key, None)
             if not future.done():
