@@ -295,6 +295,114 @@ def test_real_gsm8k_annotations_become_calls():
     assert same / len(rows) > 0.9
 
 
+# --------------------------------------------------------------------------- GSM8K annotations -> python programs
+
+
+@pytest.mark.parametrize("expression, program, printed", [
+    ("48/2", "print(48/2)", "24.0\n"), ("48+24", "print(48+24)", "72\n"), ("$1,200 * 3", "print(1200*3)", "3600\n"),
+    ("2.3*100", "print(2.3*100)", "229.99999999999997\n"), ("20% * 150", "print((20/100)*150)", "30.0\n"),
+    ("10/50%", "print(10/(50/100))", "20.0\n"), ("7 × 6", "print(7*6)", "42\n"), ("84 ÷ 4", "print(84/4)", "21.0\n"),
+    ("2^3", "print(2**3)", "8\n"), ("10/3", "print(10/3)", "3.3333333333333335\n"), ("007+1", "print(7+1)", "8\n"),
+    (".5*4", "print(.5*4)", "2.0\n"), ("(12+8)*3", "print((12+8)*3)", "60\n"), ("2**-2", "print(2**-2)", "0.25\n"),
+])
+def test_python_steps_print_exactly_what_python_prints(expression, program, printed):
+    from thinktrain.data import python_step
+
+    assert python_step(expression) == (program, printed)
+    assert f"{eval(program[6:-1])}\n" == printed  # noqa: S307  (literal arithmetic) CPython itself agrees
+
+
+@pytest.mark.parametrize("expression", ["1/0", "abc", "", "2**1000", "-2**2", "(1+1)%"])
+def test_python_steps_refuse_what_no_program_computes_as_written(expression):
+    """-2**2 is 4 to the calculator and -4 to Python: no call rather than a wrong program."""
+    from thinktrain.data import python_step
+
+    assert python_step(expression) is None
+
+
+def test_annotations_become_python_programs_and_their_output():
+    from thinktrain.data import tool_conversation
+    from thinktrain.rewards import completion_text
+
+    answer = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips "
+              "altogether in April and May.\n#### 72")
+    call = {"type": "function", "function": {"name": "python", "arguments": {"code": "print(48/2)"}}}
+    call2 = {"type": "function", "function": {"name": "python", "arguments": {"code": "print(48+24)"}}}
+    assert tool_conversation(answer, "python") == [
+        {"role": "assistant", "content": "<think>\nNatalia sold 48/2 = ", "tool_calls": [call]},
+        {"role": "tool", "name": "python", "content": "24.0\n"},  # not the written 24: the solution writes it after
+        {"role": "assistant", "content": "24 clips in May.\nNatalia sold 48+24 = ", "tool_calls": [call2]},
+        {"role": "tool", "name": "python", "content": "72\n"},  # the written 72 itself: dropped after it
+        {"role": "assistant", "content": " clips altogether in April and May.\n</think>\n<answer>\n72\n</answer>"}]
+    assert completion_text(tool_conversation(answer, "python")).endswith("</think>\n<answer>\n72\n</answer>")
+    # a step no program computes as written stays text, its annotation removed; the next step is still a call
+    turns = tool_conversation("A is -2**2 = <<-2**2=4>>4 and 4+1 = <<4+1=5>>5.\n#### 5", "python")
+    assert turns[0]["content"] == "<think>\nA is -2**2 = 4 and 4+1 = " and turns[1]["content"] == "5\n"
+    assert turns[-1]["content"] == ".\n</think>\n<answer>\n5\n</answer>"
+
+
+def test_the_data_calls_the_calculator_when_offered_else_python():
+    from thinktrain.data import annotation_tool
+    from thinktrain.tools import TOOLS, bounded
+
+    python, calc = bounded(TOOLS["python"], 10), bounded(calculator, 10)  # as load_tools gives them
+    assert annotation_tool([python]) == "python"
+    assert annotation_tool([calc, python]) == annotation_tool([python, calc]) == "calculator"
+    assert annotation_tool([calc]) == annotation_tool([]) == "calculator"
+
+
+def _sandbox() -> str:
+    from thinktrain.sandbox import check_mechanism
+
+    return "namespaces" if check_mechanism("namespaces") is None else "rlimits"
+
+
+def test_every_synthetic_python_reply_is_what_the_sandbox_prints():
+    """The replies SFT trains the model to read are the real tool's: each program of 150 synthetic solutions, run
+    in the python tool's sandbox, prints exactly its reply; each solution keeps its gold answer."""
+    from thinktrain import synthetic
+    from thinktrain.answers import gold_answer
+    from thinktrain.data import tool_conversation
+    from thinktrain.sandbox import Sandbox
+
+    box = Sandbox(_sandbox(), timeout=5)
+    try:
+        calls = 0
+        for row in synthetic.generate("worked", 150):
+            turns = tool_conversation(row["answer"], "python")
+            assert turns[-1]["content"].endswith(f"<answer>\n{gold_answer(row['answer'])}\n</answer>")
+            for call, reply in zip(turns[0::2], turns[1::2]):
+                assert reply["role"] == "tool" and reply["name"] == "python"
+                code = call["tool_calls"][0]["function"]["arguments"]["code"]
+                assert box.run_sync(code) == reply["content"], code
+                calls += 1
+            assert calls and sum(m["role"] == "tool" for m in turns) == row["steps"]  # every synthetic step a call
+    finally:
+        box.close()
+
+
+def test_scratch_tokenizer_writes_and_reads_python_calls():
+    """A scratch tokenizer built with the python tool: `<tool_call>` is one token, and TRL's parser reads a
+    python call back into the call the tool loop runs."""
+    from trl.chat_template_utils import parse_response
+
+    from thinktrain.data import tool_conversation
+    from thinktrain.tokenizer import build_tokenizer
+    from thinktrain.tools import TOOLS, bounded
+
+    python = bounded(TOOLS["python"], 10)  # as load_tools gives it (its sandbox starts on a first call: none here)
+    tok = build_tokenizer(None, tools=[python])
+    turns = tool_conversation("Sam has 3*4 = <<3*4=12>>12 pears.\n#### 12", "python")
+    chat = [{"role": "user", "content": "Q?"}] + turns
+    text = tok.apply_chat_template(chat, tokenize=False)
+    assert ('<|im_start|>assistant\n<think>\nSam has 3*4 = <tool_call>python {"code": "print(3*4)"}</tool_call>'
+            "<|im_end|>\n<|im_start|>tool\n12\n<|im_end|>\n<|im_start|>assistant\n pears.") in text
+    assert tok.convert_tokens_to_ids("<tool_call>") != tok.unk_token_id
+    prompt = tok.apply_chat_template(chat[:1], add_generation_prompt=True, tokenize=True, return_dict=False)
+    ids = tok('<think>\nSam has 3*4 = <tool_call>python {"code": "print(3*4)"}</tool_call><|im_end|>')["input_ids"]
+    assert parse_response(tok, ids, prefix=prompt, tools=[python]) == turns[0]
+
+
 # --------------------------------------------------------------------------- rewards, card, report see tool use
 
 

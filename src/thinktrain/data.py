@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from fractions import Fraction
 from pathlib import Path
 
 from .answers import gold_answer
@@ -44,22 +45,98 @@ def think_answer(answer: str) -> str:
     return f"<think>\n{worked_steps(answer)}\n</think>\n<answer>\n{gold_answer(answer)}\n</answer>"
 
 
-def tool_conversation(answer: str) -> list[dict]:
-    """A GSM8K worked solution as the assistant/tool turns of a calculator-using completion: each
-    `<<expr=result>>` annotation becomes a calculator call whose reply (the calculator's own result) stands in for
-    the number the annotation repeats; the text runs on after it. Joined, the turns read as think_answer(answer).
-    """
-    from .tools import calculator
+def annotation_tool(tools) -> str:
+    """Which tool SFT data makes of a worked solution's `<<48/2=24>>` annotations: the calculator whenever the recipe
+    offers it (one exact expression per step is its job; its reply is the number the solution writes), python when
+    the recipe offers python without the calculator. (Other tools are offered in the schemas, not called in data.)"""
+    names = {getattr(fn, "__name__", fn) for fn in tools or ()}
+    return "python" if "python" in names and "calculator" not in names else "calculator"
 
+
+def python_step(expression: str) -> tuple[str, str] | None:
+    """An annotation's expression as a python tool call -> (program, what it prints), or None where no program
+    computes it as written (a malformed or unbounded expression; a translation Python reads otherwise).
+
+    The program is `print(EXPR)`, EXPR the annotation's arithmetic as Python writes it ($ and thousands commas
+    dropped, x/×/÷/^ as * / **, 50% as (50/100)), division always `/`: the code a model learns is the arithmetic
+    as written and never wrong (a `//` learnt where a division happened to be whole would floor silently where it
+    is not). What it prints is computed exactly as CPython would (its own int/float operators on the same
+    literals): `print(48/2)` prints `24.0\n`, `print(48+24)` `72\n`, `print(2.3*100)` `229.99999999999997\n`."""
+    import ast
+    import operator
+
+    from .arithmetic import CalcError, _tokens, exact
+
+    try:
+        value = exact(expression)
+        tokens = _tokens(expression)
+    except CalcError:
+        return None
+    parts = []
+    for i, token in enumerate(tokens):
+        if token[0] in "$.0123456789":
+            number = token.replace("$", "").replace(",", "")
+            number = number if "." in number else str(int(number))  # 007 is a SyntaxError in Python 3
+            parts.append(f"({number}/100)" if i + 1 < len(tokens) and tokens[i + 1] == "%" else number)
+        elif token == "%":
+            if tokens[i - 1][0] not in "$.0123456789":  # a percent of a bracket: rare; no call
+                return None
+        else:
+            parts.append(token)
+    program = f"print({''.join(parts)})"
+    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+           ast.Pow: operator.pow, ast.USub: operator.neg, ast.UAdd: operator.pos}
+
+    def run(node, number):  # the expression's tree evaluated with `number` making its literals
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            return number(node)
+        if isinstance(node, ast.BinOp) and type(node.op) in ops:
+            return ops[type(node.op)](run(node.left, number), run(node.right, number))
+        if isinstance(node, ast.UnaryOp) and type(node.op) in ops:
+            return ops[type(node.op)](run(node.operand, number))
+        raise ValueError(ast.dump(node))
+
+    try:
+        tree = ast.parse(program[len("print("):-1], mode="eval").body
+        if run(tree, lambda c: Fraction(ast.get_source_segment(program[6:-1], c) or repr(c.value))) != value:
+            return None  # Python would read the translation otherwise (-2**2): no call
+        printed = run(tree, lambda c: c.value)  # CPython's own arithmetic: what print() writes
+    except (ValueError, ArithmeticError, SyntaxError, TypeError):
+        return None
+    if type(printed) not in (int, float):  # a complex power
+        return None
+    return program, f"{printed}\n"
+
+
+def tool_conversation(answer: str, tool: str = "calculator") -> list[dict]:
+    """A GSM8K worked solution as the assistant/tool turns of a tool-using completion: each `<<expr=result>>`
+    annotation becomes a call of `tool` (annotation_tool). The calculator's call is the expression and its reply
+    (the calculator's own result) stands in for the number the annotation repeats: joined, the turns read as
+    think_answer(answer). Python's call is a program that prints the computation (python_step) and its reply is
+    what that prints (`24.0\n` for 48/2); the written number is dropped after it only where the reply is that
+    number, so the solution still writes `24` itself after reading `24.0`. An annotation python_step cannot
+    translate stays text (no call), its annotation removed.
+    """
     steps = str(answer).rsplit("####", 1)[0].strip()
     messages, text, pos = [], "<think>\n", 0
     for m in _ANNOTATION.finditer(steps):
         expression, written = m.group(1).strip(), m.group(2).strip()
-        call = {"type": "function", "function": {"name": "calculator", "arguments": {"expression": expression}}}
-        messages += [{"role": "assistant", "content": text + steps[pos:m.start()], "tool_calls": [call]},
-                     {"role": "tool", "name": "calculator", "content": calculator(expression)}]
+        if tool == "python":
+            step = python_step(expression)
+            if step is None:
+                continue
+            arguments, reply = {"code": step[0]}, step[1]
+            skip = reply.strip() == written
+        else:
+            from .tools import calculator
+
+            arguments, reply, skip = {"expression": expression}, calculator(expression), True
+        call = {"type": "function", "function": {"name": tool, "arguments": arguments}}
+        messages += [{"role": "assistant", "content": text + _CALCULATOR.sub("", steps[pos:m.start()]),
+                      "tool_calls": [call]},
+                     {"role": "tool", "name": tool, "content": reply}]
         pos, text = m.end(), ""
-        if steps.startswith(written, pos):  # "<<48/2=24>>24 clips": the reply is the 24
+        if skip and steps.startswith(written, pos):  # "<<48/2=24>>24 clips": the reply is the 24
             pos += len(written)
     final = f"{text}{_CALCULATOR.sub('', steps[pos:])}\n</think>\n<answer>\n{gold_answer(answer)}\n</answer>"
     return messages + [{"role": "assistant", "content": final}]
@@ -224,8 +301,9 @@ def to_grpo(ds, prompt_column: str, answer_column: str, system_prompt: str | Non
 
 def to_sft(ds, script_args, tools: list = (), split: str = ""):
     """-> `messages` | `text` | conversational `prompt`/`completion` (worked solution as think/answer); with tools,
-    GSM8K's calculator annotations become calls and replies, and each row carries the tools' schemas. Rows that
-    are answer keys only (`#### 42`: exercises) are refused: there is no solution to imitate."""
+    GSM8K's calculator annotations become calls and replies (of the calculator, or of python: annotation_tool), and
+    each row carries the tools' schemas. Rows that are answer keys only (`#### 42`: exercises) are refused: there
+    is no solution to imitate."""
     cols = ds.column_names
     system = script_args.system_prompt
     if "messages" in cols:
@@ -240,12 +318,13 @@ def to_sft(ds, script_args, tools: list = (), split: str = ""):
                           f"worked solution): SFT has nothing to imitate — practise on it with task: rft or grpo, or "
                           f"train SFT on a split of worked solutions")
 
+    tool = annotation_tool(tools)
     tools = tool_schemas(tools)
 
     def shape(row):
         answer = row[a]
         if tools and "####" in str(answer):
-            return {"prompt": _prompt(row[q], system), "completion": tool_conversation(answer), "tools": tools}
+            return {"prompt": _prompt(row[q], system), "completion": tool_conversation(answer, tool), "tools": tools}
         completion = think_answer(answer) if "####" in str(answer) else str(answer)
         return {"prompt": _prompt(row[q], system), "completion": [{"role": "assistant", "content": completion}],
                 **({"tools": tools} if tools else {})}
