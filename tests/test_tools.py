@@ -463,8 +463,9 @@ def test_unknown_or_empty_tools_stop_the_recipe_in_one_line(tmp_path):
     with pytest.raises(RecipeError, match=r"^tools: unknown tool 'calculato' \(did you mean 'calculator'\?\)"):
         parse([str(ROOT / "recipes/tiny/grpo.yaml"), "--tools", "calculato"])
     with pytest.raises(RecipeError, match=r"^tools: sft turns the data's <<expr=result>> annotations into calculator "
-                                          r"calls; add calculator to tools"):
+                                          r"or python calls; add calculator or python to tools"):
         parse([str(ROOT / "recipes/tiny/sft.yaml"), "--tools", "test_tools:typed_tool"])
+    assert parse([str(ROOT / "recipes/tiny/sft.yaml"), "--tools", "python"]).task == "sft"  # python's programs
 
 
 def typed_tool(x: str) -> str:

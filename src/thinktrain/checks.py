@@ -206,16 +206,16 @@ def check_rewards(recipe: Recipe):
 
 def check_tools(recipe: Recipe):
     """Each tool importable, typed and documented (transformers' get_json_schema, which TRL uses), resolved once
-    into recipe.tools; sft needs the calculator its data's annotations call."""
+    into recipe.tools; sft needs the calculator or python, which its data's annotations call (data.annotation_tool)."""
     from .tools import load_tools
 
     names = recipe.script_args.tools
     if not names:
         raise RecipeError("tools is empty: name at least one tool (e.g. [calculator]), or remove the key")
     recipe.tools = load_tools(names, recipe.script_args.tool_timeout, recipe.script_args.python_sandbox)
-    if recipe.task == "sft" and "calculator" not in names:
-        raise RecipeError("tools: sft turns the data's <<expr=result>> annotations into calculator calls; add "
-                          "calculator to tools")
+    if recipe.task == "sft" and not {"calculator", "python"} & set(names):
+        raise RecipeError("tools: sft turns the data's <<expr=result>> annotations into calculator or python calls; "
+                          "add calculator or python to tools")
 
 
 def check_combinations(recipe: Recipe):
