@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -19,14 +20,14 @@ QUESTION = "What is 2 + 3?"
 ROW = {"question": QUESTION, "answer": "2 + 3 = <<2+3=5>>5 in all.\n#### 5"}
 
 
-def _sft_recipe(tmp, data, out, steps):
+def _sft_recipe(tmp, data, out, steps, tool="calculator"):
     recipe = tmp / "sft.yaml"
     recipe.write_text(textwrap.dedent(f"""\
         task: sft
         model_name_or_path: scratch:micro
         dataset_name: {data}
         dataset_train_split: train
-        tools: [calculator]
+        tools: [{tool}]
         system_prompt: {SYSTEM}
         max_length: 256
         per_device_train_batch_size: 8
@@ -149,6 +150,163 @@ def test_rft_samples_with_tools_and_trains_on_the_conversations(calculator_model
     assert log["kept"] == len(kept) > 0 and log["train_loss"] is not None
     for row in kept:  # what was kept is the whole tool conversation, the calculator's reply in it
         assert row["completion"][1] == {"role": "tool", "name": "calculator", "content": "5"}
+
+
+# --------------------------------------------------------------------------- the python tool
+
+
+@pytest.fixture(scope="module")
+def python_model(tmp_path_factory):
+    """A micro model SFT-trained (through `thinktrain train`, tools: [python]) on the same one conversation, its
+    annotation now a program: `2 + 3 = <tool_call>python {"code": "print(2+3)"}</tool_call>`, the reply `5\\n`."""
+    from thinktrain.cli import main
+
+    tmp = tmp_path_factory.mktemp("python")
+    data = tmp / "one.jsonl"
+    data.write_text((json.dumps(ROW) + "\n") * 64)
+    out = tmp / "sft"
+    assert main(["train", str(_sft_recipe(tmp, data, out, 200, tool="python"))]) == 0
+    return out, data
+
+
+@pytest.mark.slow
+def test_sft_with_python_trains_the_program_not_its_output(python_model):
+    """SFT data of `tools: [python]`, as `thinktrain train` shaped it: the labels cover the program the model writes
+    and none of the sandbox's output."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from thinktrain.data import tool_conversation, tool_schemas
+    from thinktrain.tools import TOOLS
+
+    out, _ = python_model
+    tok = AutoTokenizer.from_pretrained(out)
+    assert tok.response_template is not None and "tools:\n- python" in (out / "recipe.yaml").read_text()
+    prompt = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
+    completion = tool_conversation(ROW["answer"], "python")
+    assert completion[1] == {"role": "tool", "name": "python", "content": "5\n"}
+    ds = Dataset.from_list([{"prompt": prompt, "completion": completion, "tools": tool_schemas([TOOLS["python"]])}])
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(out), processing_class=tok, train_dataset=ds,
+                         args=SFTConfig(output_dir=str(out.parent / "x"), assistant_only_loss=True, use_cpu=True,
+                                        report_to="none", max_length=512))
+    row = trainer.train_dataset[0]
+    trained = tok.decode([label for label in row["labels"] if label != -100])
+    assert trained == ('<think>\n2 + 3 = <tool_call>python {"code": "print(2+3)"}</tool_call><|im_end|>'
+                       " in all.\n</think>\n<answer>\n5\n</answer><|im_end|>")
+
+
+@pytest.mark.slow
+def test_a_model_sft_trained_on_python_calls_writes_one(python_model, run_cli, tmp_path):
+    """After `thinktrain train` (SFT, tools: [python]), greedy generation calls python: evaluation's tool loop runs
+    the program in the sandbox and the model goes on after its output."""
+    out, data = python_model
+    result = tmp_path / "eval.json"
+    code, stdout, _ = run_cli("eval", "--model", out, "--dataset", data, "--limit", 1, "--tools", "python",
+                              "--max_new_tokens", 128, "--output", result, "--quiet")
+    assert code == 0
+    r = json.loads(result.read_text())
+    assert r["tools"] == ["python"] and r["tool_use"] == 1.0
+    p = r["problems"][0]
+    assert p["calls"] == 1 and p["completion"].startswith("<think>\n2 + 3 = 5\n in all.")  # "5\n": the sandbox's
+    # without --tools the same model stops at its call: the program it wrote, nothing ran it
+    code, _, _ = run_cli("eval", "--model", out, "--dataset", data, "--limit", 1, "--max_new_tokens", 128,
+                         "--output", result, "--quiet")
+    assert code == 0
+    assert json.loads(result.read_text())["problems"][0]["completion"].startswith(
+        '<think>\n2 + 3 = <tool_call>python {"code": "print(2+3)"}</tool_call>')
+
+
+def _recorder(tmp_path, name):
+    """A reward module `name` (each test its own: a module imported once stays in sys.modules) that writes every
+    completion it receives to seen.jsonl; returns the reader of that file."""
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(f"""\
+        import json
+        def recorder(completions, **kwargs):
+            with open({str(tmp_path / 'seen.jsonl')!r}, "a") as f:
+                f.writelines(json.dumps(c) + "\\n" for c in completions)
+            return [0.0] * len(completions)
+        """))
+    return lambda: [json.loads(line) for line in (tmp_path / "seen.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_grpo_rollouts_run_python_in_the_sandbox_inside_trls_loop(python_model, run_cli, tmp_path, monkeypatch):
+    """recipes/tiny/grpo_python.yaml from the python-trained model: a user reward receives, from TRL's tool loop,
+    the model's program and a tool message holding what the sandbox printed."""
+    out, data = python_model
+    seen = _recorder(tmp_path, "python_recorder")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli("train", ROOT / "recipes" / "tiny" / "grpo_python.yaml", "--model_name_or_path", out,
+                           "--dataset_name", data, "--dataset_train_split", "train",
+                           "--reward_funcs", "accuracy", "python_recorder:recorder", "--reward_weights", "1.0", "1.0",
+                           "--system_prompt", SYSTEM, "--max_completion_length", 128, "--max_steps", 1,
+                           "--output_dir", tmp_path / "grpo")
+    assert code == 0, err
+    completions = seen()
+    calls = [c for c in completions if len(c) >= 3 and c[0].get("tool_calls")]
+    assert len(completions) == 8 and calls, completions[:2]
+    for c in calls:
+        assert c[0]["tool_calls"][0]["function"] == {"name": "python", "arguments": {"code": "print(2+3)"}}
+        assert c[1] == {"role": "tool", "name": "python", "content": "5\n"}  # the program's output, run for real
+
+
+SLEEPY = '''\
+import time
+
+
+def sleepy(seconds: str) -> str:
+    """Sleep, and never come back.
+
+    Args:
+        seconds: how long
+    """
+    time.sleep(10**6)
+    return "woke"
+'''
+
+
+@pytest.mark.slow
+def test_a_hung_user_tool_is_cut_at_tool_timeout_and_grpo_finishes(run_cli, tmp_path, monkeypatch):
+    """A user tool that sleeps 10**6 s, called by every rollout of a tiny GRPO run with tool_timeout: 1: each call
+    is cut at 1 s (TRL runs one completion's calls after another's: 4 calls, at least 4 s), the model reads the
+    error in its next turn, the run ends with code 0 and trainer_state.json logs the 4 timeouts. The model's turns
+    are scripted (a random micro model would not call the tool); the tools, TRL's loop and the trainer are real."""
+    from trl import GRPOTrainer
+
+    (tmp_path / "sleepy_tools.py").write_text(SLEEPY)
+    seen = _recorder(tmp_path, "sleepy_recorder")
+    turns = ['<think>\nwait <tool_call>sleepy {"seconds": "forever"}</tool_call><|im_end|>',
+             " done.\n</think>\n<answer>\n5\n</answer><|im_end|>"]
+    contexts = []
+
+    def scripted(self, prompt_ids, *args, **kwargs):  # the call first; after a tool reply, the answer
+        texts = [self.processing_class.decode(list(ids)) for ids in prompt_ids]
+        contexts.extend(texts)
+        return [self.processing_class(turns["<|im_start|>tool\n" in t])["input_ids"] for t in texts], None
+
+    monkeypatch.setattr(GRPOTrainer, "_generate_single_turn", scripted)
+    monkeypatch.chdir(tmp_path)
+    start = time.monotonic()
+    code, _, err = run_cli("train", ROOT / "recipes" / "tiny" / "grpo.yaml", "--tools", "sleepy_tools:sleepy",
+                           "--tool_timeout", 1, "--reward_funcs", "accuracy", "sleepy_recorder:recorder",
+                           "--reward_weights", "1.0", "1.0", "--num_generations", 4,
+                           "--per_device_train_batch_size", 4, "--max_completion_length", 256, "--max_steps", 1,
+                           "--logging_steps", 1, "--output_dir", tmp_path / "grpo")
+    elapsed = time.monotonic() - start
+    assert code == 0, err
+    assert 4 <= elapsed < 120, elapsed
+    error = "error: tool 'sleepy' timed out after 1 s"
+    completions = seen()
+    assert len(completions) == 4
+    for c in completions:
+        assert c[0]["tool_calls"][0]["function"] == {"name": "sleepy", "arguments": {"seconds": "forever"}}
+        assert c[1] == {"role": "tool", "name": "sleepy", "content": error}
+        assert c[2]["content"].endswith("<answer>\n5\n</answer>")
+    second = [t for t in contexts if "<|im_start|>tool\n" in t]
+    assert len(second) == 4 and all(f"<|im_start|>tool\n{error}<|im_end|>" in t for t in second)  # what it read
+    log = json.loads((tmp_path / "grpo" / "trainer_state.json").read_text())["log_history"]
+    assert max(h.get("tools/timeouts", 0) for h in log) == 4 and log[0]["tools/errors"] == 0
 
 
 # --------------------------------------------------------------------------- the two loops agree
