@@ -42,8 +42,8 @@ def text_folder(tmp_path_factory):
 
 
 def test_every_gpu_recipe_is_documented_and_found():
-    assert GPU_RECIPES == ["grpo_gsm8k.yaml", "grpo_gsm8k_lora.yaml", "grpo_gsm8k_tools.yaml",
-                           "pretrain_fineweb_edu.yaml", "rft_gsm8k.yaml", "sft_gsm8k.yaml"]
+    assert GPU_RECIPES == ["grpo_gsm8k.yaml", "grpo_gsm8k_lora.yaml", "grpo_gsm8k_python.yaml",
+                           "grpo_gsm8k_tools.yaml", "pretrain_fineweb_edu.yaml", "rft_gsm8k.yaml", "sft_gsm8k.yaml"]
     assert documented_overrides() == ["--model_name_or_path", "PATH", "--dataset_name", "FOLDER", "--max_steps", "2",
                                       "--bf16", "false", "--push_to_hub", "false", "--report_to", "none"]
 
@@ -55,8 +55,8 @@ def test_gpu_recipe_quick_look_with_exactly_the_documented_overrides(recipe, tmp
                                                                       monkeypatch):
     monkeypatch.chdir(tmp_path)  # the recipe's own output_dir (runs/...) lands here
     folder = text_folder if recipe.startswith("pretrain") else gsm8k_folder
-    # the tools recipe runs on a Qwen2-architecture model with Qwen2.5's own template (TRL parses its tool calls)
-    model = tiny_qwen_dir if "tools" in recipe else tiny_model_dir
+    # the tools recipes run on a Qwen2-architecture model with Qwen2.5's own template (TRL parses its tool calls)
+    model = tiny_qwen_dir if "tools" in recipe or "python" in recipe else tiny_model_dir
     argv = [{"PATH": str(model), "FOLDER": str(folder)}.get(a, a) for a in documented_overrides()]
     if recipe.startswith("grpo"):
         argv += ["--use_vllm", "false"]
