@@ -341,6 +341,37 @@ def test_annotations_become_python_programs_and_their_output():
     assert turns[-1]["content"] == ".\n</think>\n<answer>\n5\n</answer>"
 
 
+@pytest.mark.real_data
+def test_real_gsm8k_annotations_become_python_programs():
+    """On real GSM8K (500 solutions, 1,639 annotations when written) nearly every annotation becomes a program, and
+    what each prints is the annotation's own result (to a float's precision); the answers stay the gold ones."""
+    from conftest import GSM8K
+    from thinktrain.answers import gold_answer
+    from thinktrain.data import tool_conversation
+
+    rows = [json.loads(line) for line in (GSM8K / "train.jsonl").read_text().splitlines()[:500]]
+    annotations = calls = agree = 0
+    for row in rows:
+        turns = tool_conversation(row["answer"], "python")
+        assert turns[-1]["content"].endswith(f"<answer>\n{gold_answer(row['answer'])}\n</answer>")
+        written = re.findall(r"<<([^<>=]*)=([^<>]*)>>", row["answer"])
+        annotations += len(written)
+        codes = [m["tool_calls"][0]["function"]["arguments"]["code"] for m in turns if m.get("tool_calls")]
+        replies = [m["content"] for m in turns if m["role"] == "tool"]
+        calls += len(replies)
+        for code, reply in zip(codes, replies):
+            value = next(float(w.replace(",", "")) for e, w in written if code == python_code(e))
+            agree += abs(float(reply) - value) <= 1e-6 * max(1.0, abs(value))
+    assert annotations > 1000 and calls / annotations > 0.99 and agree == calls, (annotations, calls, agree)
+
+
+def python_code(expression: str) -> str | None:
+    from thinktrain.data import python_step
+
+    step = python_step(expression.strip())
+    return step and step[0]
+
+
 def test_the_data_calls_the_calculator_when_offered_else_python():
     from thinktrain.data import annotation_tool
     from thinktrain.tools import TOOLS, bounded
