@@ -207,3 +207,37 @@ def test_every_config_loads(name):
     config = load_config_from_file(str(ROOT / "accelerate_configs" / f"{name}.yaml"))
     assert config.num_processes == (2 if name == "multi_cpu" else 8)
     assert config.mixed_precision == ("no" if name == "multi_cpu" else "bf16")
+
+
+@pytest.mark.parametrize("group_alive", [True, False])
+def test_a_launched_cpu_worker_exits_at_once_even_when_deepspeed_already_ended_the_group(monkeypatch, group_alive):
+    """Under ZeRO-3 the process group is gone when training returns; the worker must still skip interpreter
+    teardown (where a rank aborted ~1 in 25 launches, bench/launch_loop.sh)."""
+    import torch.distributed as dist
+
+    from thinktrain import distributed
+
+    class Exited(Exception):
+        pass
+
+    calls = []
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(distributed, "_no_accelerator", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: group_alive)
+    monkeypatch.setattr(dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append("destroy"))
+    monkeypatch.setattr(distributed.os, "_exit", lambda code: (_ for _ in ()).throw(Exited(code)))
+    with pytest.raises(Exited) as exited:
+        distributed.end_processes()
+    assert exited.value.args == (0,) and calls == (["barrier", "destroy"] if group_alive else [])
+
+
+def test_a_callers_own_process_is_never_exited(monkeypatch):
+    import torch.distributed as dist
+
+    from thinktrain import distributed
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.os, "_exit", lambda code: pytest.fail("exited the caller's process"))
+    distributed.end_processes()
