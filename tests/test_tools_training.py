@@ -61,15 +61,28 @@ def calculator_model(tmp_path_factory):
     return out, data
 
 
+def _trained_text(model_dir, tok, prompt, completion, tools) -> str:
+    """The tokens SFTTrainer puts a loss on for one tool conversation (assistant_only_loss), decoded."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from thinktrain.data import tool_schemas
+
+    ds = Dataset.from_list([{"prompt": prompt, "completion": completion, "tools": tool_schemas(tools)}])
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), processing_class=tok, train_dataset=ds,
+                         args=SFTConfig(output_dir=str(model_dir.parent / "x"), assistant_only_loss=True, use_cpu=True,
+                                        report_to="none", max_length=512))
+    return tok.decode([label for label in trainer.train_dataset[0]["labels"] if label != -100])
+
+
 @pytest.mark.slow
 def test_sft_with_tools_trains_the_calls_not_the_replies(calculator_model):
     """The saved model's tokenizer carries the tool tags and the response template; the SFT labels cover the
     assistant's call tokens and none of the calculator's reply."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from transformers import AutoTokenizer
 
-    from thinktrain.data import tool_conversation, tool_schemas
+    from thinktrain.data import tool_conversation
 
     out, _ = calculator_model
     tok = AutoTokenizer.from_pretrained(out)
@@ -77,13 +90,7 @@ def test_sft_with_tools_trains_the_calls_not_the_replies(calculator_model):
     recipe = (out / "recipe.yaml").read_text()
     assert "tools:\n- calculator" in recipe
     prompt = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
-    ds = Dataset.from_list([{"prompt": prompt, "completion": tool_conversation(ROW["answer"]),
-                             "tools": tool_schemas([calculator])}])
-    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(out), processing_class=tok, train_dataset=ds,
-                         args=SFTConfig(output_dir=str(out.parent / "x"), assistant_only_loss=True, use_cpu=True,
-                                        report_to="none", max_length=512))
-    row = trainer.train_dataset[0]
-    trained = tok.decode([label for label in row["labels"] if label != -100])
+    trained = _trained_text(out, tok, prompt, tool_conversation(ROW["answer"]), [calculator])
     assert trained == ('<think>\n2 + 3 = <tool_call>calculator {"expression": "2+3"}</tool_call><|im_end|>'
                        " in all.\n</think>\n<answer>\n5\n</answer><|im_end|>")
 
@@ -173,11 +180,9 @@ def python_model(tmp_path_factory):
 def test_sft_with_python_trains_the_program_not_its_output(python_model):
     """SFT data of `tools: [python]`, as `thinktrain train` shaped it: the labels cover the program the model writes
     and none of the sandbox's output."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from transformers import AutoTokenizer
 
-    from thinktrain.data import tool_conversation, tool_schemas
+    from thinktrain.data import tool_conversation
     from thinktrain.tools import TOOLS
 
     out, _ = python_model
@@ -186,12 +191,7 @@ def test_sft_with_python_trains_the_program_not_its_output(python_model):
     prompt = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
     completion = tool_conversation(ROW["answer"], "python")
     assert completion[1] == {"role": "tool", "name": "python", "content": "5\n"}
-    ds = Dataset.from_list([{"prompt": prompt, "completion": completion, "tools": tool_schemas([TOOLS["python"]])}])
-    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(out), processing_class=tok, train_dataset=ds,
-                         args=SFTConfig(output_dir=str(out.parent / "x"), assistant_only_loss=True, use_cpu=True,
-                                        report_to="none", max_length=512))
-    row = trainer.train_dataset[0]
-    trained = tok.decode([label for label in row["labels"] if label != -100])
+    trained = _trained_text(out, tok, prompt, completion, [TOOLS["python"]])
     assert trained == ('<think>\n2 + 3 = <tool_call>python {"code": "print(2+3)"}</tool_call><|im_end|>'
                        " in all.\n</think>\n<answer>\n5\n</answer><|im_end|>")
 
