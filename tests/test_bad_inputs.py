@@ -34,8 +34,10 @@ def nothing_heavy(monkeypatch):
     monkeypatch.setattr(thinktrain.evaluation, "load_checkpoint", forbidden)
     monkeypatch.setattr(thinktrain.evaluation, "evaluate_model", forbidden)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", forbidden)
-    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_config", forbidden)
-    monkeypatch.setattr(transformers.PreTrainedModel, "__init__", forbidden)  # any model class, however built
+    # any model class, however built, except a skeleton on the meta device (checks.check_model_structure: module
+    # names without a weight read or allocated)
+    for owner, name in ((transformers.AutoModelForCausalLM, "from_config"), (transformers.PreTrainedModel, "__init__")):
+        monkeypatch.setattr(owner, name, _unless_meta(getattr(owner, name), forbidden))
     monkeypatch.setattr(trl, "SFTTrainer", forbidden)
     monkeypatch.setattr(trl, "GRPOTrainer", forbidden)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
@@ -46,6 +48,15 @@ def nothing_heavy(monkeypatch):
     yield
     if bars:
         datasets.enable_progress_bars()
+
+
+def _unless_meta(original, forbidden):
+    import torch
+
+    def guarded(*args, **kwargs):
+        return (original if torch.get_default_device().type == "meta" else forbidden)(*args, **kwargs)
+
+    return guarded
 
 
 def _files():

@@ -271,3 +271,81 @@ def test_a_second_run_on_a_busy_output_dir_is_refused_in_one_line(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+# --------------------------------------------------------------------------- torn checkpoints, full disks, ranks
+
+
+def _checkpoint(path: Path) -> Path:
+    """A whole checkpoint-like folder: a safetensors file, a torch file, trainer_state.json."""
+    import torch
+    from safetensors.torch import save_file
+
+    path.mkdir(parents=True)
+    save_file({"w": torch.arange(16.0)}, path / "model.safetensors")
+    torch.save({"state": torch.ones(64)}, path / "optimizer.pt")
+    (path / "trainer_state.json").write_text('{"global_step": 4}')
+    return path
+
+
+def _cut(f: Path, keep: int):
+    f.write_bytes(f.read_bytes()[:keep])
+
+
+def test_torn_names_what_is_wrong_with_a_checkpoint(tmp_path):
+    from thinktrain.checkpoints import torn
+
+    assert torn(_checkpoint(tmp_path / "whole")) is None
+    c = _checkpoint(tmp_path / "weights")
+    _cut(c / "model.safetensors", 100)
+    assert torn(c) == "model.safetensors is 100 bytes, its header says 128 (truncated)"
+    c = _checkpoint(tmp_path / "optimizer")
+    size = (c / "optimizer.pt").stat().st_size
+    _cut(c / "optimizer.pt", size - 10)
+    assert torn(c) == f"optimizer.pt ({size - 10:,} bytes) is not a whole torch file (truncated)"
+    c = _checkpoint(tmp_path / "state")
+    (c / "trainer_state.json").write_text('{"global_st')
+    assert torn(c) == "trainer_state.json is unreadable (JSONDecodeError)"
+    c = _checkpoint(tmp_path / "header")
+    _cut(c / "model.safetensors", 5)
+    assert torn(c) == "model.safetensors is 5 bytes, shorter than its header"
+    c = _checkpoint(tmp_path / "unmarked")
+    (c / "trainer_state.json").unlink()
+    assert torn(c) == "interrupted while saving (no trainer_state.json)"
+
+
+def test_a_full_disk_is_told_from_other_failures(tmp_path):
+    import errno
+
+    from thinktrain.checkpoints import disk_full
+
+    def save_model():
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 240512 vs 240404")
+
+    assert disk_full(OSError(errno.ENOSPC, "No space left on device"), str(tmp_path))
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as inner:
+            raise RuntimeError("PytorchStreamWriter failed writing file data/0") from inner
+    except RuntimeError as e:
+        assert disk_full(e, str(tmp_path))  # the cause says it
+    try:
+        save_model()
+    except RuntimeError as e:
+        assert not disk_full(e, str(tmp_path))  # a failed save, but this disk has room: not called a full disk
+    assert not disk_full(RuntimeError("mat1 and mat2 shapes cannot be multiplied"), str(tmp_path))
+
+
+@pytest.mark.parametrize("rank,everywhere,printed", [
+    ("0", True, "thinktrain: error: the loss is nan\n"),
+    ("1", True, ""),  # rank 0 says it for the run
+    ("1", False, "thinktrain: error: rank 1: no space left on device\n"),  # this rank's own fault
+])
+def test_a_fault_is_one_line_per_run_not_per_rank(monkeypatch, capsys, rank, everywhere, printed):
+    from thinktrain.cli import fail
+
+    monkeypatch.setenv("RANK", rank)
+    message = "the loss is nan" if everywhere else "no space left on device"
+    assert fail(message, code=1, everywhere=everywhere) == 1
+    assert capsys.readouterr().err == printed

@@ -196,8 +196,55 @@ def test_fsdp_config_loads_and_is_refused_on_cpu_in_one_line(tmp_path):
     proc = launch("fsdp", *sft(tmp_path))
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("thinktrain: error:")]
-    assert errors and "FSDP needs GPUs" in errors[0] and "multi_cpu.yaml" in errors[0]
+    assert len(errors) == 1, proc.stderr  # one line per run, not one per rank
+    assert "FSDP needs GPUs" in errors[0] and "multi_cpu.yaml" in errors[0]
     assert not (tmp_path / "model.safetensors").exists()
+
+
+# rank 1 alone gets SIGTERM in the middle of step 3: both ranks must finish it, save checkpoint-3 together, stop
+PREEMPT_RANK_1 = """
+import os, signal, sys
+from transformers import Trainer, TrainerCallback
+
+class SignalRank1(TrainerCallback):
+    def on_step_begin(self, args, state, control, **kw):
+        if os.environ.get("RANK") == "1" and state.global_step == 2 and os.environ.get("PREEMPT") == "1":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+init = Trainer.__init__
+def patched_init(self, *a, **kw):
+    init(self, *a, **kw)
+    self.add_callback(SignalRank1())
+Trainer.__init__ = patched_init
+
+from thinktrain.cli import main
+sys.exit(main(["train", *sys.argv[1:]]))
+"""
+
+
+def test_a_rank_preempted_alone_stops_every_rank_at_one_checkpoint_reported_once(tmp_path):
+    from safetensors.torch import load_file
+
+    script = tmp_path / "preempt_rank_1.py"
+    script.write_text(PREEMPT_RANK_1)
+    whole, out = tmp_path / "whole", tmp_path / "run"
+    args = [*sft(whole)[:-2], "--max_steps", "6", "--save_strategy", "no"]
+    assert launch("multi_cpu", *args, script=script).returncode == 0
+    os.environ["PREEMPT"] = "1"
+    try:
+        proc = launch("multi_cpu", *[out if a == whole else a for a in args], script=script)
+    finally:
+        del os.environ["PREEMPT"]
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("thinktrain: error:")]
+    assert errors == [f"thinktrain: error: preempted (a signal on another rank) at step 3: saved {out / 'checkpoint-3'}; "
+                      f"the same command resumes from it (exit 75)"], proc.stderr[-3000:]
+    assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-3"]
+    rerun = launch("multi_cpu", *[out if a == whole else a for a in args], script=script)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resuming   from {out / 'checkpoint-3'}" in rerun.stdout
+    expected, final = load_file(whole / "model.safetensors"), load_file(out / "model.safetensors")
+    assert all(final[k].equal(v) for k, v in expected.items())
 
 
 @pytest.mark.parametrize("name", ["ddp", "zero2", "zero3", "zero3_offload", "fsdp", "multi_cpu"])

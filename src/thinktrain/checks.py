@@ -16,7 +16,7 @@ import socket
 from pathlib import Path
 
 from .configs import Recipe, evaluating
-from .errors import DATA_SUFFIXES, RecipeError, one_line
+from .errors import DATA_SUFFIXES, RecipeError, one_line, suggest
 from .hardware import has_bf16_accelerator
 
 # --------------------------------------------------------------------------- what a value may be
@@ -120,6 +120,7 @@ def validate(recipe: Recipe, check_model: bool = True):
         training_args.hub_model_id = preflight(training_args)  # namespace/name, as the checks resolved it
     if check_model:
         check_source("model_name_or_path", model_args.model_name_or_path, repo_type="model")
+        check_model_structure(recipe)
 
 
 def value_of(recipe: Recipe, key: str):
@@ -357,6 +358,57 @@ def _library_check(check, keys: list[str], model_free: bool = False):
         raise RecipeError(f"{next(named, keys[0])}: {text}") from None
 
 
+def check_model_structure(recipe: Recipe):
+    """LoRA's target modules and modules_to_save and the learning-rate-group patterns, checked against the model's
+    own module and parameter names (models.skeleton: built on the meta device, no weight read), so a typo stops
+    here and not in a PEFT traceback after the weights loaded (or, for modules_to_save, never)."""
+    script_args, model_args = recipe.script_args, recipe.model_args
+    if not (model_args.use_peft or script_args.learning_rate_groups):
+        return
+    from .models import skeleton
+
+    model = skeleton(model_args, recipe.training_args)
+    if model is None:
+        return  # no config to read: loading the model says why
+    modules = [name for name, _ in model.named_modules() if name]
+    linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if type(m).__name__ == "Linear"})
+    if model_args.use_peft:
+        targets = model_args.lora_target_modules or []
+        if isinstance(targets, str) and targets != "all-linear":  # one string is a regex, matched whole (PEFT)
+            if not any(re.fullmatch(targets, name) for name in modules):
+                raise RecipeError(f"lora_target_modules: '{targets}' (one string: a regex of whole module names) "
+                                  f"matches no module of {model_args.model_name_or_path}{suggest(targets, linear)}; "
+                                  f"its linear layers: {', '.join(linear)} (or all-linear)")
+            targets = []
+        for key in [] if targets in ("all-linear", ["all-linear"]) else targets:
+            if not any(name == key or name.endswith("." + key) for name in modules):  # PEFT's rule for a list
+                raise RecipeError(f"lora_target_modules: '{key}' is no module of {model_args.model_name_or_path}"
+                                  f"{suggest(key, linear)}; its linear layers: {', '.join(linear)} (or all-linear)")
+        for key in model_args.lora_modules_to_save or []:
+            if not any(name.endswith(key) for name in modules):  # PEFT's rule for modules_to_save
+                tops = sorted({name.rsplit(".", 1)[-1] for name in modules if not name.rsplit(".", 1)[-1].isdigit()})
+                raise RecipeError(f"lora_modules_to_save: '{key}' is no module of {model_args.model_name_or_path}"
+                                  f"{suggest(key, tops)}; module names end in: {', '.join(tops)}")
+        import warnings
+
+        import torch
+        from peft import get_peft_model
+        from trl import get_peft_config
+
+        try:
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # its advice on the real model is printed when that loads
+                model = get_peft_model(model, get_peft_config(model_args))
+        except Exception:  # noqa: BLE001 (anything else PEFT refuses it says when the model loads, as before)
+            return
+    if script_args.learning_rate_groups:
+        trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+        for pattern in script_args.learning_rate_groups:
+            if not any(re.search(pattern, name) for name in trainable):
+                raise RecipeError(f"learning_rate_groups: '{pattern}' matches no trainable parameter (names look "
+                                  f"like {', '.join(trainable[-3:])})")
+
+
 def check_paths(recipe: Recipe):
     """Files and folders the trainer would write to or read from after loading."""
     script_args, training_args = recipe.script_args, recipe.training_args
@@ -382,6 +434,11 @@ def check_paths(recipe: Recipe):
         if not (path / "trainer_state.json").is_file():
             raise RecipeError(f"resume_from_checkpoint: {resume} is not a complete checkpoint (no "
                               f"trainer_state.json); give a checkpoint-N folder that has one")
+        from .checkpoints import torn
+
+        why = torn(path)  # truncated or unreadable since it was saved
+        if why:
+            raise RecipeError(f"resume_from_checkpoint: {resume} is torn: {why}; give an earlier checkpoint")
     template = getattr(training_args, "chat_template_path", None)
     if template and (template.endswith((".jinja", ".j2")) or template.startswith((".", "/", "~"))) \
             and not Path(template).expanduser().exists():

@@ -43,19 +43,28 @@ USAGE = """usage: thinktrain train RECIPE.yaml [--key value ...]
 """
 
 
-def fail(message: str, code: int = 2) -> int:
+def fail(message: str, code: int = 2, everywhere: bool = True) -> int:
+    """Print the one line. In a launch, a fault every rank meets alike (a recipe mistake, a NaN, preemption) is
+    printed by rank 0 alone: one line per run, not one per process; one a rank meets alone names its rank."""
+    import os
+
     from .errors import redact
 
+    rank = int(os.environ.get("RANK", "0") or 0)
+    if rank and everywhere:
+        return code
+    where = f"rank {rank}: " if rank else ""
     # a message may quote the command line (e.g. a stray argument), which may hold a token
-    print(f"thinktrain: error: {redact(message)}", file=sys.stderr, flush=True)
+    print(f"thinktrain: error: {where}{redact(message)}", file=sys.stderr, flush=True)
     return code
 
 
 def train(argv: list[str]) -> int:
-    from . import tasks
+    from . import preemption, tasks
     from .distributed import end_processes, prepare_cpu_processes
     from .recipe import parse
 
+    preemption.install()  # SIGTERM/SIGUSR1: checkpoint at the step reached, exit 75 (docs/scaling.md)
     prepare_cpu_processes()  # several launched processes on a GPU-less machine: make them one gloo group
     tasks.run(parse(argv))
     end_processes()
@@ -75,8 +84,10 @@ def report(argv: list[str]) -> int:
 
 
 def pipeline(argv: list[str]) -> int:
+    from . import preemption
     from .pipeline import main
 
+    preemption.install()  # a stage preempted: its checkpoint, exit 75; the rerun skips the stages done
     return main(argv)
 
 
@@ -105,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     except RecipeError as e:  # every input mistake, from any command: one line, exit 2
         return fail(str(e))
     except RunError as e:  # a fault during a run (NaN loss, output_dir in use): one line, exit 1 like any failed run
-        return fail(str(e), code=1)
+        return fail(str(e), code=e.exit_code, everywhere=e.everywhere)  # (preempted: 75, "requeue me")
 
 
 if __name__ == "__main__":

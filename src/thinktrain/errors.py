@@ -40,6 +40,18 @@ class RunError(Exception):
     """A fault of a run, not of its recipe (the loss became NaN, another run holds output_dir): reported as one line,
     exit code 1 — the code of any run that started and failed; 2 stays "the command is wrong, nothing ran"."""
 
+    exit_code = 1
+    everywhere = True  # the same fault on every rank of a launch (NaN, preemption): rank 0 alone reports it
+
+
+PREEMPTED_EXIT = 75  # sysexits' EX_TEMPFAIL, "try again": a job script requeues on it (docs/scaling.md)
+
+
+class Preempted(RunError):
+    """SIGTERM or SIGUSR1 (a cluster's preemption): a checkpoint was saved at the step reached; rerun to resume."""
+
+    exit_code = PREEMPTED_EXIT
+
 
 def suggest(key: str, known) -> str:
     """The tail of an 'unknown name' message: the closest known one, if any is close. (A recipe key's advice, which

@@ -88,6 +88,25 @@ def load_model(model_args, training_args, tokenizer, config_overrides: dict | No
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
 
+def skeleton(model_args, training_args):
+    """The model built on the meta device from its config (a scratch preset's, a folder's config.json, the Hub
+    cache's or the Hub's): its modules and parameter names without reading or allocating a weight, for the checks
+    that need its structure (checks.check_model_structure). None when the config cannot be had (offline, not
+    cached: loading would report that) or the architecture is unknown to transformers."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
+
+    preset = scratch_preset(model_args.model_name_or_path)
+    try:
+        config = LlamaConfig(vocab_size=512, **PRESETS[preset]) if preset else AutoConfig.from_pretrained(
+            model_args.model_name_or_path, revision=model_args.model_revision,
+            trust_remote_code=training_args.trust_remote_code)
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config, trust_remote_code=training_args.trust_remote_code)
+    except (OSError, ValueError, KeyError, ImportError):
+        return None
+
+
 def load_checkpoint(path: str, *, dtype=None, device: str | None = None):
     """(model in eval mode, tokenizer) from a local checkpoint or Hub id (an adapter folder loads base + LoRA)."""
     import torch

@@ -129,10 +129,22 @@ def _parse(parser: Parser, argv: list[str]) -> tuple:
         if "support bf16" in str(e):
             raise RecipeError("bf16: true needs a GPU here; pass --bf16 false (or --use_cpu true for CPU bf16 "
                               "autocast)") from None
-        raise RecipeError(one_line(e)) from None
+        raise RecipeError(_name_the_key(one_line(e), parser)) from None
     if rest:
         raise RecipeError(f"unexpected argument(s) {' '.join(rest)}: overrides look like --key value")
     return tuple(args)
+
+
+def _name_the_key(message: str, parser: Parser) -> str:
+    """A library's refusal led by the recipe key it is about, when it does not say (TRL: "GRPO requires at least 2
+    generations per prompt" is num_generations'): the key named verbatim, else the one whose words it uses
+    (num_generations -> "generations"; not a short common word such as system_prompt's), if exactly one does."""
+    keys = [a.dest for a in parser._actions if a.dest != "help"]
+    named = [k for k in keys if re.search(rf"\b{k}\b", message)]
+    if not named:
+        words = {k: k.split("_", 1)[1].replace("_", " ") for k in keys if "_" in k}
+        named = [k for k, w in words.items() if len(w) >= 8 and re.search(rf"\b{w}\b", message.lower())]
+    return f"{named[0]}: {message}" if len(named) == 1 and not message.startswith(named[0]) else message
 
 
 def _check_keys(config: dict, overrides: list[str], parser: Parser, task: str):

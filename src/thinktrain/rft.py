@@ -8,8 +8,9 @@ to the fewest tokens; nothing when none is right); (4) trains on the kept pairs 
 recipe's SFTConfig (learning_rate, max_steps or num_train_epochs per round, ...); (5) starts the next round from
 the result.
 
-output_dir/round-N/ holds round N's model, its kept pairs (kept.jsonl) and round.json, which is written last: a
-round without it was interrupted and is redone from the last completed round. output_dir/rounds.jsonl logs every
+output_dir/round-N/ holds round N's model, its kept pairs (kept.jsonl, then sampling.json) and round.json, which is
+written last: a round without it was interrupted; the rerun keeps its sampled pairs if sampling.json was written
+(else samples again) and resumes its training from a preemption checkpoint if there is one (else trains it again). output_dir/rounds.jsonl logs every
 round; output_dir gets the final model, recipe.yaml and the last round's metrics, as any task. Sampling runs on
 the main process (the others wait); each round's SFT runs under the launch's accelerate config, as task sft.
 """
@@ -23,8 +24,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from . import data, heldout, run
-from .errors import RecipeError
+from . import checkpoints, data, heldout, preemption, run
+from .errors import PREEMPTED_EXIT, Preempted, RecipeError
 from .models import load_model, model_init_kwargs, scratch_preset
 from .output_lock import lock_output_dir, unlock_output_dir
 
@@ -179,31 +180,39 @@ def _rounds(recipe, state, out: Path, tokenizer, practice, rewards, weights: lis
     trainer = result = None
     for r in range(len(done) + 1, script_args.rounds + 1):
         started, round_dir = time.time(), out / f"round-{r}"
-        if state.is_main_process:
-            shutil.rmtree(round_dir, ignore_errors=True)  # an interrupted round is redone from its start
+        sampled = (round_dir / "sampling.json").is_file()  # written after kept.jsonl: this round's pairs are whole
+        if state.is_main_process and not sampled:
+            shutil.rmtree(round_dir, ignore_errors=True)  # a round interrupted while sampling is redone from its start
             round_dir.mkdir(parents=True)
         state.wait_for_everyone()
         trainer = result = None  # the previous round's trainer holds its model: free it before loading the next
         model = load_round_model(source, model_args, training_args, tokenizer).to(training_args.device)
         chosen = [rows[i] for i in round_prompts(len(rows), script_args.prompts_per_round, r, training_args.seed)]
-        if state.is_main_process:
-            kept, stats = sample_and_keep(model, tokenizer, chosen, rewards, weights, script_args,
-                                          training_args.seed + r, tools)
-            with open(round_dir / "kept.jsonl", "w") as f:
-                f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in kept)
-            (round_dir / "sampling.json").write_text(json.dumps(stats))
-        state.wait_for_everyone()
+        with preemption.deferred():  # a signal while sampling: the round's pairs are kept, then the run stops
+            if state.is_main_process and not sampled:
+                kept, stats = sample_and_keep(model, tokenizer, chosen, rewards, weights, script_args,
+                                              training_args.seed + r, tools)
+                with open(round_dir / "kept.jsonl", "w") as f:
+                    f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in kept)
+                (round_dir / "sampling.json").write_text(json.dumps(stats))
+            state.wait_for_everyone()
+            if preemption.agreed(training_args.device):
+                raise Preempted(f"preempted ({preemption.requested() or 'a signal on another rank'}) in round {r}: "
+                                f"its sampled pairs are saved in {round_dir}; the same command resumes with its "
+                                f"training (exit {PREEMPTED_EXIT})")
         kept = [json.loads(line) for line in (round_dir / "kept.jsonl").read_text().splitlines()]
         stats = json.loads((round_dir / "sampling.json").read_text())
+        # a checkpoint only when preempted (run.fit), which the rerun resumes from
         args = replace(training_args, output_dir=str(round_dir), save_strategy="no", push_to_hub=False,
-                       seed=training_args.seed + r)
+                       seed=training_args.seed + r, resume_from_checkpoint=None)
         schemas = {"tools": data.tool_schemas(tools)} if tools else {}  # rendered as sampled
         train = Dataset.from_list([{"prompt": row["prompt"], "completion": row["completion"], **schemas}
                                    for row in kept + worked])  # worked_split: gold solutions beside its own
         loss = None
         if len(train):
             trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
-            result = run.fit(trainer, script_args)  # learning_rate_groups, and a NaN/inf stops the run in one line
+            # learning_rate_groups; a NaN/inf stops the run in one line; preemption saves a checkpoint in round_dir
+            result = run.fit(trainer, script_args, checkpoints.to_resume(script_args, args))
             loss = result.training_loss
             trainer.save_model(str(round_dir))
         elif state.is_main_process:
@@ -224,6 +233,8 @@ def _rounds(recipe, state, out: Path, tokenizer, practice, rewards, weights: lis
                   + (f" (mean {stats['mean_kept_tokens']:.1f} tokens), train loss {loss:.4f}" if kept else "")
                   + (f", held-out accuracy {100 * log['heldout_accuracy']:.1f}%" if "heldout_accuracy" in log else "")
                   + f", {log['minutes']:.1f} min", flush=True)
+            for checkpoint in round_dir.glob("checkpoint-*"):  # a preempted round's: the round's model is saved
+                shutil.rmtree(checkpoint, ignore_errors=True)
         state.wait_for_everyone()
         source = str(round_dir)
         del model

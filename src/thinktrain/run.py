@@ -7,10 +7,9 @@ run per output_dir)."""
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
-from . import heldout
+from . import checkpoints, heldout, preemption
 from .guard import guard_finite
 from .lr_groups import use_learning_rate_groups
 from .output_lock import lock_output_dir, unlock_output_dir
@@ -99,35 +98,25 @@ def header(recipe, train_ds, eval_ds) -> str:
     return text
 
 
-def _complete(checkpoint: Path) -> bool:
-    # The Trainer writes trainer_state.json after the weights and optimizer: a checkpoint without it was
-    # interrupted mid-save and must never be resumed from.
-    return (checkpoint / "trainer_state.json").is_file()
-
-
-def checkpoint_to_resume(script_args, training_args) -> str | None:
-    """An explicit resume_from_checkpoint wins; else the newest complete checkpoint in output_dir."""
-    if training_args.resume_from_checkpoint:
-        return training_args.resume_from_checkpoint
-    out = Path(training_args.output_dir)
-    if not script_args.auto_resume or not out.is_dir():
-        return None
-    found = [p for p in out.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name) and _complete(p)]
-    if not found:
-        return None
-    last = max(found, key=lambda p: int(p.name.split("-")[1]))
-    if training_args.process_index == 0:
-        print(f"  resuming   from {last} (set auto_resume: false to start over)", flush=True)
-    return str(last)
-
-
 def fit(trainer, script_args, checkpoint: str | None = None):
-    """trainer.train() with the recipe's learning_rate_groups, stopping at the first NaN/inf (guard_finite): what
-    every trainer of a run goes through, expert iteration's rounds included."""
+    """trainer.train() with the recipe's learning_rate_groups, stopping at the first NaN/inf (guard_finite), and at the
+    end of the step in which a preemption signal arrived, after saving a checkpoint there (preemption): what every
+    trainer of a run goes through, expert iteration's rounds included. A save that finds the disk full stops in one
+    line (checkpoints.disk_full_error)."""
     if script_args.learning_rate_groups:
         use_learning_rate_groups(trainer, script_args.learning_rate_groups, trainer.args.learning_rate)
     guard_finite(trainer, checkpoint)
-    return trainer.train(resume_from_checkpoint=checkpoint)
+    stopper = preemption.callback()
+    trainer.add_callback(stopper)
+    try:
+        with preemption.deferred():
+            result = trainer.train(resume_from_checkpoint=checkpoint)
+    except Exception as e:
+        if checkpoints.disk_full(e, trainer.args.output_dir):
+            raise checkpoints.disk_full_error(trainer.args.output_dir, trainer.state.global_step) from None
+        raise
+    preemption.stop_if_preempted(trainer, stopper)
+    return result
 
 
 def train(trainer, recipe):
@@ -137,7 +126,7 @@ def train(trainer, recipe):
     try:
         if getattr(recipe, "heldout", None) is not None:
             trainer.add_callback(heldout.callback(trainer, recipe))
-        return fit(trainer, script_args, checkpoint_to_resume(script_args, training_args))
+        return fit(trainer, script_args, checkpoints.to_resume(script_args, training_args))
     except BaseException:
         unlock_output_dir(training_args)
         for callback in trainer.callback_handler.callbacks:  # end the progress bar's line: the error gets its own
@@ -169,7 +158,12 @@ def finish(trainer, train_result, recipe):
         trainer.thinktrain_guard.check_weights(trainer.model, trainer.state.global_step)
     # _internal_call: with push_to_hub, save_model would push right away, before the card and recipe exist; the
     # one final push is below
-    trainer.save_model(str(out), _internal_call=True)
+    try:
+        trainer.save_model(str(out), _internal_call=True)
+    except Exception as e:
+        if checkpoints.disk_full(e, str(out)):
+            raise checkpoints.disk_full_error(str(out), None) from None
+        raise
     metrics = dict(train_result.metrics)
     if hasattr(trainer.train_dataset, "__len__"):  # a streamed dataset has no length
         metrics["train_samples"] = len(trainer.train_dataset)
