@@ -288,3 +288,37 @@ def test_a_callers_own_process_is_never_exited(monkeypatch):
     monkeypatch.setattr(dist, "is_initialized", lambda: False)
     monkeypatch.setattr(distributed.os, "_exit", lambda code: pytest.fail("exited the caller's process"))
     distributed.end_processes()
+
+
+def test_the_slurm_script_passes_preemption_on_and_requeues(tmp_path):
+    """accelerate_configs/slurm_multinode.sh with stand-ins for srun, scontrol and accelerate: USR1 to the batch
+    script reaches the run as SIGTERM; the run's exit 75 makes the script requeue its job and exit 75 itself."""
+    import signal as sig
+    import time
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fakes = {
+        "srun": 'exec "$@"',
+        "scontrol": 'if [ "$1" = show ]; then echo node1; else echo "$@" >> "$LOG"; fi',
+        # the run: ready, then on SIGTERM "saves" and exits 75 as thinktrain does
+        "accelerate": 'trap \'echo saved >> "$LOG"; exit 75\' TERM; echo started >> "$LOG"; '
+                      'while true; do sleep 0.1; done',
+    }
+    for name, body in fakes.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    log = tmp_path / "log"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(log), "SLURM_JOB_NODELIST": "node1",
+           "SLURM_NNODES": "1", "SLURM_JOB_ID": "1234", "SLURM_PROCID": "0"}
+    job = subprocess.Popen(["bash", str(ROOT / "accelerate_configs/slurm_multinode.sh"), "recipes/tiny/sft.yaml"],
+                           env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(100):  # until the run has started
+        if log.exists() and "started" in log.read_text():
+            break
+        time.sleep(0.05)
+    job.send_signal(sig.SIGUSR1)
+    out, err = job.communicate(timeout=30)
+    assert job.returncode == 75, err
+    assert log.read_text().split("\n") == ["started", "saved", "requeue 1234", ""]
+    assert "requeueing job 1234" in out

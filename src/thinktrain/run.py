@@ -151,7 +151,13 @@ def callbacks(script_args, training_args) -> list:
 
 
 def finish(trainer, train_result, recipe):
-    """Save model (or adapter) + tokenizer, the resolved recipe, metrics and state; push; close the trainer."""
+    """Save model (or adapter) + tokenizer, the resolved recipe, metrics and state; push; close the trainer. A
+    preemption signal meanwhile waits for it: training is done, and a final model cut mid-save would be lost."""
+    with preemption.deferred():
+        return _finish(trainer, train_result, recipe)
+
+
+def _finish(trainer, train_result, recipe):
     script_args, training_args, model_args = recipe.script_args, recipe.training_args, recipe.model_args
     out = Path(training_args.output_dir)
     if getattr(trainer, "thinktrain_guard", None):  # (run.train) never save NaN weights as the final model
