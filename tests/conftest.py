@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,8 @@ SHARED = Path(os.environ.get("THINKTRAIN_SHARED", ROOT.parent / "shared"))
 GSM8K = SHARED / "data" / "gsm8k"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the Hub
+# the recipe-key cache (schema.py) of this session's own, beside nothing of the user's (children inherit it)
+os.environ.setdefault("THINKTRAIN_CACHE_DIR", tempfile.mkdtemp(prefix="thinktrain-cache-"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

@@ -16,7 +16,8 @@ import socket
 from pathlib import Path
 
 from .configs import Recipe, evaluating
-from .errors import DATA_SUFFIXES, RecipeError, one_line, suggest
+from .errors import RecipeError, one_line, suggest
+from .schema import check_local_source
 from .hardware import has_bf16_accelerator
 
 # --------------------------------------------------------------------------- what a value may be
@@ -481,14 +482,8 @@ def check_learning_rate_groups(groups) -> dict[str, float] | None:
 
 def check_source(key: str, value: str, repo_type: str):
     """A local path must exist; a hub id must be reachable (or cached) — say so now, not after 48 s of retries."""
-    if value.startswith(("synthetic:", "scratch:")):
+    if not check_local_source(key, value):
         return
-    p = Path(value)
-    if p.exists():
-        return
-    looks_local = value.startswith((".", "/", "~")) or p.suffix in DATA_SUFFIXES or value.count("/") > 1
-    if looks_local or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", value):
-        raise RecipeError(f"{key}: no such file or folder: {value}")
     if _hub_cached(value, repo_type):
         return
     from huggingface_hub import is_offline_mode

@@ -60,6 +60,9 @@ def fail(message: str, code: int = 2, everywhere: bool = True) -> int:
 
 
 def train(argv: list[str]) -> int:
+    from .schema import precheck
+
+    precheck(argv)  # a mistake the recipe's text shows is answered now, before TRL and torch are imported
     from . import preemption, tasks
     from .distributed import end_processes, prepare_cpu_processes
     from .recipe import parse

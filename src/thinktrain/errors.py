@@ -55,7 +55,7 @@ class Preempted(RunError):
 
 def suggest(key: str, known) -> str:
     """The tail of an 'unknown name' message: the closest known one, if any is close. (A recipe key's advice, which
-    knows renamed and removed keys too: recipe._key_advice.)"""
+    knows renamed and removed keys too: schema._key_advice.)"""
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
