@@ -1,4 +1,5 @@
-"""bench/: the GPU check's CPU dry run, the overhead benchmark's quick mode, and the wheel gatherer's package list."""
+"""bench/: the GPU check's CPU dry run, the overhead and errors benchmarks' quick modes, and the wheel gatherer's
+package list."""
 
 import json
 import subprocess
@@ -65,6 +66,19 @@ def test_overhead_benchmark_sides_run_the_same_computation():
         assert {"trainable", "groups", "loss", "grad_norm"} <= {row.split()[0] for row in rows}
         assert all(row.rstrip().endswith("same") for row in rows), section
     assert "throughput:" in out and "start-up:" in out and "DIFFERENT" not in out
+
+
+@pytest.mark.slow
+def test_the_errors_benchmark_times_every_case_three_ways():
+    import re
+
+    out = run(ROOT / "bench/bench_errors.py", "--rounds", "1").stdout
+    rows = {m[0].strip(): [float(x) for x in m[1:]] for m in
+            re.findall(r"\| ([\w ]+?)\s+\|\s+([\d.]+) \|\s+([\d.]+) \|\s+([\d.]+) \|\s+([\d.]+)x \|", out)}
+    assert set(rows) == {"typo", "renamed key", "wrong type", "YAML syntax error"}, out
+    for values in rows.values():
+        positive(*values)  # (how fast is the benchmark's to say, not a test's)
+    assert "valid run, launch to its header" in out and "TRL's CLI on the same typo" in out
 
 
 def test_gathered_wheels_are_thinktrains_dependencies_at_the_installed_versions():
