@@ -13,6 +13,8 @@ around generation, each reward function and every forward pass) plus a callback 
     backward     training_step minus the two above
     optimizer    gradient clipping, AdamW step, scheduler, zero_grad (on_pre_optimizer_step -> on_step_end)
     other        the Trainer loop outside those (data loading, callbacks, logging)
+and, for a recipe with tools, the time generation spends waiting on tool calls (the union of their spans: TRL
+gathers a batch's async calls) and how many calls a step makes.
 
 On a GPU the parts are timed with a device synchronisation at each boundary (`instrument(sync=...)`, as
 bench/gpu_check.py does), else queued GPU work would be billed to whichever part waits for it.
@@ -35,6 +37,36 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 PARTS = ("generation", "rewards", "scoring fwd", "loss fwd", "backward", "optimizer", "other")
+
+
+TOOL_SPANS: list[tuple[float, float]] = []  # (start, end) of every tool call (timed_tools)
+
+
+def timed_tools(tools: list) -> list:
+    """The recipe's tools, each recording when it ran: TRL gathers a batch's async calls, so the time a step waits
+    on tools is the union of these spans ("tool calls", within generation)."""
+    import functools
+
+    def timed(tool):
+        @functools.wraps(tool)  # the same name, docstring and signature: the same JSON schema for the model
+        async def call(**kwargs):
+            start = time.perf_counter()
+            try:
+                return await tool(**kwargs)
+            finally:
+                TOOL_SPANS.append((start, time.perf_counter()))
+
+        return call
+
+    return [timed(t) for t in tools]
+
+
+def _union(spans: list[tuple[float, float]]) -> float:
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(spans):
+        total += max(0.0, b - max(a, end))
+        end = max(end, b)
+    return total
 
 
 def instrument(sync=lambda: None) -> list[dict[str, float]]:
@@ -77,7 +109,10 @@ def instrument(sync=lambda: None) -> list[dict[str, float]]:
         def on_step_end(self, args, state, control, **kw):
             sync()
             t1 = time.perf_counter()
-            steps.append({**spans, "optimizer": t1 - self.t_opt, "step": t1 - self.t0})
+            mine = [(a, b) for a, b in TOOL_SPANS if a >= self.t0]
+            TOOL_SPANS.clear()
+            steps.append({**spans, "optimizer": t1 - self.t_opt, "step": t1 - self.t0, "tool calls": _union(mine),
+                          "calls": len(mine)})
 
     init = GRPOTrainer.__init__
 
@@ -118,6 +153,8 @@ def breakdown(steps: list[dict[str, float]]) -> dict[str, float]:
         }
         parts["other"] = s["step"] - sum(parts.values())
         parts["step"] = s["step"]
+        if s.get("calls"):  # a recipe with tools: the part of generation spent waiting on them
+            parts["tool calls"], parts["calls"] = s["tool calls"], s["calls"]
         for k, v in parts.items():
             rows[k].append(v)
     return {k: statistics.mean(v) for k, v in rows.items()}
@@ -125,7 +162,10 @@ def breakdown(steps: list[dict[str, float]]) -> dict[str, float]:
 
 def format_breakdown(means: dict[str, float]) -> str:
     lines = [f"{'part':<12} {'s/step':>8} {'share':>7}"]
-    lines += [f"{k:<12} {v:8.3f} {v / means['step']:7.1%}" for k, v in means.items()]
+    lines += [f"{k:<12} {v:8.3f} {v / means['step']:7.1%}" for k, v in means.items() if k not in ("tool calls", "calls")]
+    if "tool calls" in means:  # within generation, not beside it
+        lines.append(f"of which, waiting on {means['calls']:.0f} tool calls a step: {means['tool calls']:.3f} s "
+                     f"({means['tool calls'] / means['step']:.1%} of the step)")
     return "\n".join(lines)
 
 
@@ -147,6 +187,8 @@ def main() -> None:
         argv = [a.recipe, "--model_name_or_path", a.model, "--max_steps", str(a.steps), "--output_dir", out,
                 "--logging_steps", "1000", *a.overrides]
         training_args = (recipe := parse(argv)).training_args
+        if recipe.tools:
+            recipe.tools = timed_tools(recipe.tools)
         grpo.main(recipe)
 
     completions = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
