@@ -91,9 +91,16 @@ def validate(recipe: Recipe, check_model: bool = True):
     script_args, training_args, model_args = recipe.script_args, recipe.training_args, recipe.model_args
     if not model_args.model_name_or_path:
         raise RecipeError("model_name_or_path is missing: set it in the recipe or pass --model_name_or_path")
-    if not script_args.dataset_name:
+    if getattr(script_args, "dataset_mixture", None) is not None:
+        from . import mixture
+
+        if script_args.dataset_name:
+            raise RecipeError("dataset_name and dataset_mixture are both set: keep one (a mixture names its datasets "
+                              "in its own `id:` lines)")
+        script_args.dataset_mixture = mixture.check(script_args.dataset_mixture)
+    elif not script_args.dataset_name:
         raise RecipeError("dataset_name is missing: a hub id, a local .jsonl/.json/.parquet/.csv file or folder, "
-                          "or synthetic:gsm8k")
+                          "or synthetic:gsm8k (or several datasets as a dataset_mixture)")
     check_values(recipe)
     script_args.learning_rate_groups = check_learning_rate_groups(script_args.learning_rate_groups)
     if (script_args.learning_rate_groups and training_args.learning_rate == 0
@@ -114,7 +121,10 @@ def validate(recipe: Recipe, check_model: bool = True):
     check_combinations(recipe)
     check_with_libraries(recipe)
     check_paths(recipe)
-    check_source("dataset_name", script_args.dataset_name, repo_type="dataset")
+    if script_args.dataset_name:
+        check_source("dataset_name", script_args.dataset_name, repo_type="dataset")
+    for i, entry in enumerate((getattr(script_args, "dataset_mixture", None) or {}).get("datasets", [])):
+        check_source(f"dataset_mixture.datasets[{i}].id", entry["id"], repo_type="dataset")
     if training_args.push_to_hub:  # seconds now, not a failed push after hours of training
         from .hub import preflight
 

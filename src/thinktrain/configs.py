@@ -89,6 +89,12 @@ class RecipeArguments(ScriptArguments):
     heldout_max_new_tokens: int | None = field(
         default=None, metadata={"help": "Token budget of each held-out answer (default: max_completion_length, "
                                         "or 256 where the task has none)."})
+    dataset_mixture: dict | str | None = field(
+        default=None,
+        metadata={"help": "Several datasets as one, as open-r1 writes it: {datasets: [{id, config, split, columns, "
+                          "weight}], seed, test_split_size}; `columns` may be a mapping {old: new} that renames "
+                          "(thinktrain.mixture). Replaces dataset_name. JSON on the CLI."},
+    )
     learning_rate_groups: dict | str | None = field(
         default=None,
         metadata={"help": "{regex: lr}: parameters whose name matches the regex (re.search; first match wins) train "

@@ -188,13 +188,42 @@ def load_raw(name: str, config: str | None = None, streaming: bool = False):
     return IterableDatasetDict(train=ds) if streaming else DatasetDict(train=ds)
 
 
+def source_name(script_args) -> str:
+    """What the messages call the recipe's data: dataset_name, or its mixture's datasets."""
+    mixture = getattr(script_args, "dataset_mixture", None)
+    if mixture:
+        from .mixture import describe
+
+        return describe(mixture)
+    return script_args.dataset_name
+
+
+def source_ids(script_args) -> list[str]:
+    """Every dataset the recipe reads (one, or each of its mixture's)."""
+    mixture = getattr(script_args, "dataset_mixture", None)
+    return [e["id"] for e in mixture["datasets"]] if mixture else [script_args.dataset_name]
+
+
+def raw_source(script_args, streaming: bool = False):
+    """The recipe's data as a DatasetDict: dataset_name's (load_raw), or its dataset_mixture (mixture.load)."""
+    mixture = getattr(script_args, "dataset_mixture", None)
+    if mixture:
+        if streaming:
+            raise RecipeError("dataset_streaming: a dataset_mixture is loaded whole (shuffled and cut by weight); "
+                              "set dataset_streaming: false")
+        from . import mixture as mixtures
+
+        return mixtures.load(mixture)
+    return load_raw(script_args.dataset_name, script_args.dataset_config, streaming)
+
+
 @contextlib.contextmanager
 def quiet_if_local(name: str):
     """No datasets progress bars while local (or synthetic) data loads and is shaped: they are instant there, and
     before a data error they would print above its one-line message. A Hub download keeps its bars."""
     import datasets
 
-    local = name.startswith("synthetic:") or Path(name).exists()
+    local = all(n.startswith("synthetic:") or Path(n).exists() for n in ([name] if isinstance(name, str) else name))
     enabled = not datasets.are_progress_bars_disabled()
     if local and enabled:
         datasets.disable_progress_bars()
@@ -208,7 +237,7 @@ def quiet_if_local(name: str):
 def load(script_args, training_args, tokenizer=None, tools: list = ()):
     """(train, eval or None) shaped for script_args.task; every mistake is a one-line RecipeError. `tools`: the
     recipe's tool functions (Recipe.tools), whose schemas SFT rows carry and GRPO prompts are measured with."""
-    with quiet_if_local(script_args.dataset_name):
+    with quiet_if_local(source_ids(script_args)):
         if script_args.task == "pretrain":
             return load_text(script_args, training_args)
         return _load_problems(script_args, training_args, tokenizer, tools)
@@ -217,9 +246,9 @@ def load(script_args, training_args, tokenizer=None, tools: list = ()):
 def worked_rows(script_args, split: str, key: str, tools: list = ()) -> list[dict]:
     """The worked solutions of `split` of the recipe's dataset as SFT (prompt, completion) rows, e.g. rft's
     worked_split; a split of answer keys only is refused in one line naming it."""
-    name = script_args.dataset_name
-    with quiet_if_local(name):
-        ds = split_of(load_raw(name, script_args.dataset_config), split, name, key)
+    name = source_name(script_args)
+    with quiet_if_local(source_ids(script_args)):
+        ds = split_of(raw_source(script_args), split, name, key)
         rows = to_sft(ds, script_args, tools, split)
     if not {"prompt", "completion"} <= set(rows.column_names):
         raise RecipeError(f"{key}: split '{split}' of '{name}' must hold a question and a worked answer "
@@ -236,7 +265,7 @@ def split_of(raw, split: str, name: str, key: str):
 
 
 def _load_problems(script_args, training_args, tokenizer, tools: list = ()):
-    raw = load_raw(script_args.dataset_name, script_args.dataset_config, script_args.dataset_streaming)
+    raw, name = raw_source(script_args, script_args.dataset_streaming), source_name(script_args)
     want_eval = evaluating(training_args)
     splits = {"train": script_args.dataset_train_split}
     if want_eval:
@@ -244,13 +273,13 @@ def _load_problems(script_args, training_args, tokenizer, tools: list = ()):
     out = {}
     for role, split in splits.items():
         key = "dataset_train_split" if role == "train" else "dataset_test_split"
-        ds = split_of(raw, split, script_args.dataset_name, key)
+        ds = split_of(raw, split, name, key)
         limit = script_args.max_train_samples if role == "train" else script_args.max_eval_samples
         if limit is not None and not script_args.dataset_streaming:
             ds = ds.select(range(min(limit, len(ds))))
         if script_args.task in ("grpo", "rft"):  # practice: prompt + gold solution
             out[role] = to_grpo(ds, script_args.prompt_column, script_args.answer_column, script_args.system_prompt,
-                                script_args.dataset_name)
+                                name)
         else:
             out[role] = to_sft(ds, script_args, tools, split)
     if script_args.task in ("grpo", "rft") and script_args.max_prompt_length and tokenizer is not None:
@@ -311,10 +340,10 @@ def to_sft(ds, script_args, tools: list = (), split: str = ""):
     if "text" in cols or {"prompt", "completion"} <= set(cols):
         return ds
     q, a = script_args.prompt_column, script_args.answer_column
-    _require(ds, [q, a], script_args.dataset_name,
+    _require(ds, [q, a], source_name(script_args),
              "SFT needs messages, text, prompt+completion, or a question and an answer")
     if answer_keys_only(ds, a):
-        raise RecipeError(f"split '{split}' of '{script_args.dataset_name}' holds answer keys only ('#### N', no "
+        raise RecipeError(f"split '{split}' of '{source_name(script_args)}' holds answer keys only ('#### N', no "
                           f"worked solution): SFT has nothing to imitate — practise on it with task: rft or grpo, or "
                           f"train SFT on a split of worked solutions")
 
@@ -390,8 +419,8 @@ def load_text(script_args, training_args):
     """
     from datasets import Dataset
 
-    name, streaming, column = script_args.dataset_name, script_args.dataset_streaming, training_args.dataset_text_field
-    raw = load_raw(name, script_args.dataset_config, streaming)
+    name, streaming, column = source_name(script_args), script_args.dataset_streaming, training_args.dataset_text_field
+    raw = raw_source(script_args, streaming)
     want_eval = evaluating(training_args)
     for key in ("dataset_train_split", "dataset_test_split")[: 1 + want_eval]:
         split_of(raw, getattr(script_args, key), name, key)

@@ -23,12 +23,12 @@ def load(script_args):
     A missing split or gold column is a one-line RecipeError, before any model loads."""
     if not script_args.heldout_steps:
         return None
-    from .data import load_raw, problem_columns, quiet_if_local, split_of, to_grpo
+    from .data import problem_columns, quiet_if_local, raw_source, source_ids, source_name, split_of, to_grpo
 
-    name = script_args.dataset_name
+    name = source_name(script_args)
     split = script_args.heldout_split or script_args.dataset_test_split
-    with quiet_if_local(name):
-        raw = load_raw(name, script_args.dataset_config)
+    with quiet_if_local(source_ids(script_args)):
+        raw = raw_source(script_args)
         ds = split_of(raw, split, name, "heldout_split")
         ds = ds.select(range(min(script_args.heldout_problems, len(ds))))
         problem_columns(ds, script_args.prompt_column, script_args.answer_column, name,

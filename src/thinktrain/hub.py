@@ -122,8 +122,11 @@ def model_card(script_args, training_args, model_args, metrics: dict, recipe: di
     meta = {"library_name": "peft" if adapter else "transformers", "tags": tags}
     if not base.startswith("scratch:"):
         meta["base_model"] = base
-    if not script_args.dataset_name.startswith("synthetic:") and not Path(script_args.dataset_name).exists():
-        meta["datasets"] = [script_args.dataset_name]
+    from .data import source_ids, source_name
+
+    hub_ids = [i for i in source_ids(script_args) if not i.startswith("synthetic:") and not Path(i).exists()]
+    if hub_ids:
+        meta["datasets"] = hub_ids
     meta["license"] = script_args.license or "other"
     if task == "grpo":
         meta["pipeline_tag"] = "text-generation"
@@ -134,7 +137,7 @@ def model_card(script_args, training_args, model_args, metrics: dict, recipe: di
             "pretrain": "pretraining from scratch",
             "rft": "expert iteration (sample, keep the verified, TRL SFTTrainer; thinktrain rft)"}[task]
     lines += [f"{'A LoRA adapter for' if adapter else 'A model trained from'} `{base}` by {what} on "
-              f"`{script_args.dataset_name}`, with thinktrain.", ""]
+              f"`{source_name(script_args)}`, with thinktrain.", ""]
     if script_args.system_prompt:
         lines += ["Answers are written as `<think>…</think><answer>…</answer>`; the system prompt used in training:",
                   "", f"> {script_args.system_prompt}", ""]

@@ -69,7 +69,6 @@ REMOVED = {
     "wandb_entity": "set WANDB_ENTITY in the recipe's env: block",
     "wandb_project": "set WANDB_PROJECT in the recipe's env: block",
     "wandb_run_group": "set WANDB_RUN_GROUP in the recipe's env: block",
-    "dataset_mixture": "mix the datasets into one local file or folder and name it in dataset_name",
     "code_language": "delete it (thinktrain has no code-execution rewards; name yours as my_pkg.my_mod:my_reward)",
     "code_eval_test_batch_size": "delete it (thinktrain has no code-execution rewards)",
     "code_eval_scoring_mode": "delete it (thinktrain has no code-execution rewards)",

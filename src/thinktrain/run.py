@@ -51,6 +51,8 @@ def precision(training_args) -> str:
 
 def header(recipe, train_ds, eval_ds) -> str:
     """A few lines that tell the user at once what is about to happen (printed on the main process)."""
+    from . import data
+
     task, script_args, training_args, model_args = (recipe.task, recipe.script_args, recipe.training_args,
                                                     recipe.model_args)
     world = training_args.world_size
@@ -63,7 +65,7 @@ def header(recipe, train_ds, eval_ds) -> str:
     fallback = recipe.bf16_fallback  # recipe.parse: CPU bf16 where the CPU has none
     lines = [
         f"thinktrain {task}: {model_args.model_name_or_path}{quant}{adapter}",
-        f"  dataset    {script_args.dataset_name} ({size})",
+        f"  dataset    {data.source_name(script_args)} ({size})",
         f"  processes  world_size={world} on {training_args.device.type}, precision {precision(training_args)}"
         + (f" ({fallback})" if fallback else ""),
         f"  batch      {per_device} per device x {accum} accumulation x {world} = {per_device * accum * world} "
