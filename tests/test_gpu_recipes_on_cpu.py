@@ -31,6 +31,16 @@ def gsm8k_folder(tmp_path_factory, gsm8k_sample):
 
 
 @pytest.fixture(scope="module")
+def big_math_folder(tmp_path_factory):
+    """Rows in Big-Math-RL-Verified's published schema (problem, answer, source, domain, llama8b_solve_rate)."""
+    from test_mixture import BIG_MATH_ROWS
+
+    folder = tmp_path_factory.mktemp("big-math-copy")
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in BIG_MATH_ROWS * 8))
+    return folder
+
+
+@pytest.fixture(scope="module")
 def text_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fineweb-copy")
     # the recipe holds out its first max_eval_samples (2000) documents; the rest must fill 2 steps of 64 x 1024
@@ -42,7 +52,7 @@ def text_folder(tmp_path_factory):
 
 
 def test_every_gpu_recipe_is_documented_and_found():
-    assert GPU_RECIPES == ["grpo_gsm8k.yaml", "grpo_gsm8k_lora.yaml", "grpo_gsm8k_python.yaml",
+    assert GPU_RECIPES == ["grpo_big_math.yaml", "grpo_gsm8k.yaml", "grpo_gsm8k_lora.yaml", "grpo_gsm8k_python.yaml",
                            "grpo_gsm8k_tools.yaml", "pretrain_fineweb_edu.yaml", "rft_gsm8k.yaml", "sft_gsm8k.yaml"]
     assert documented_overrides() == ["--model_name_or_path", "PATH", "--dataset_name", "FOLDER", "--max_steps", "2",
                                       "--bf16", "false", "--push_to_hub", "false", "--report_to", "none"]
@@ -52,9 +62,10 @@ def test_every_gpu_recipe_is_documented_and_found():
 @pytest.mark.parametrize("recipe", GPU_RECIPES)
 def test_gpu_recipe_quick_look_with_exactly_the_documented_overrides(recipe, tmp_path, run_cli, tiny_model_dir,
                                                                       tiny_qwen_dir, gsm8k_folder, text_folder,
-                                                                      monkeypatch):
+                                                                      big_math_folder, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the recipe's own output_dir (runs/...) lands here
-    folder = text_folder if recipe.startswith("pretrain") else gsm8k_folder
+    folder = text_folder if recipe.startswith("pretrain") else big_math_folder if "big_math" in recipe else \
+        gsm8k_folder
     # the tools recipes run on a Qwen2-architecture model with Qwen2.5's own template (TRL parses its tool calls)
     model = tiny_qwen_dir if "tools" in recipe or "python" in recipe else tiny_model_dir
     argv = [{"PATH": str(model), "FOLDER": str(folder)}.get(a, a) for a in documented_overrides()]

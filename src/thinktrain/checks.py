@@ -40,6 +40,7 @@ RANGES = {
     "gradient_accumulation_steps": POSITIVE, "eval_accumulation_steps": POSITIVE, "num_train_epochs": POSITIVE,
     "max_length": POSITIVE, "max_completion_length": POSITIVE, "max_prompt_length": POSITIVE,
     "max_train_samples": POSITIVE, "max_eval_samples": POSITIVE,
+    "min_solve_rate": PROBABILITY, "max_solve_rate": PROBABILITY,  # shares of attempts that solved a problem
     "tool_timeout": POSITIVE, "heldout_steps": POSITIVE, "heldout_problems": POSITIVE, "heldout_max_new_tokens": POSITIVE,  # a loop, a batch
     "dataset_num_proc": POSITIVE,  # datasets' map(num_proc=0) raises
     "generation_batch_size": POSITIVE, "steps_per_generation": POSITIVE,  # GRPOConfig takes 0: no batch to generate
@@ -234,6 +235,10 @@ def check_combinations(recipe: Recipe):
     """Values that are fine alone and fail together, after the model loads (or never do what they say)."""
     script_args, training_args, model_args = recipe.script_args, recipe.training_args, recipe.model_args
     peft, scratch = model_args.use_peft, model_args.model_name_or_path.startswith("scratch:")
+    low, high = getattr(script_args, "min_solve_rate", None), getattr(script_args, "max_solve_rate", None)
+    if low is not None and high is not None and low > high:
+        raise RecipeError(f"min_solve_rate {low:g} is above max_solve_rate {high:g}: no problem can be kept; "
+                          f"swap them")
     if (model_args.load_in_4bit or model_args.load_in_8bit) and not peft:
         # transformers' Trainer refuses to train a quantized model without adapters
         bits = "load_in_4bit" if model_args.load_in_4bit else "load_in_8bit"

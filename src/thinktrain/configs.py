@@ -45,6 +45,15 @@ class RecipeArguments(ScriptArguments):
         metadata={"help": "Column holding the gold answer; GSM8K-style '... #### N' gives the worked solution and N."},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
+    min_solve_rate: float | None = field(default=None, metadata={
+        "help": "Keep only problems whose solve_rate_column is at least this (drop the ones almost no attempt "
+                "solves: nothing to reward); rows without a rate are dropped. Before max_train_samples."})
+    max_solve_rate: float | None = field(default=None, metadata={
+        "help": "Keep only problems whose solve_rate_column is at most this (drop the ones a model already "
+                "solves: nothing to learn)."})
+    solve_rate_column: str = field(default="llama8b_solve_rate", metadata={
+        "help": "The column min/max_solve_rate read: Big-Math-RL-Verified's llama8b_solve_rate (the share of 64 "
+                "Llama-3.1-8B samples that solved the problem) by default."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation rows."})
     max_prompt_length: int | None = field(
         default=None,

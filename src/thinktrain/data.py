@@ -257,6 +257,25 @@ def worked_rows(script_args, split: str, key: str, tools: list = ()) -> list[dic
     return [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
 
 
+def by_solve_rate(ds, script_args, name: str, split: str):
+    """`ds` with only the problems whose solve_rate_column lies in [min_solve_rate, max_solve_rate] (Big-Math's
+    llama8b_solve_rate: how hard a problem is for a model of that size); rows without a rate are dropped."""
+    low, high = getattr(script_args, "min_solve_rate", None), getattr(script_args, "max_solve_rate", None)
+    if low is None and high is None:
+        return ds
+    column, key = script_args.solve_rate_column, "min_solve_rate" if low is not None else "max_solve_rate"
+    if column not in (ds.column_names or []):
+        raise RecipeError(f"{key}: split '{split}' of '{name}' has no column '{column}' (solve_rate_column) to filter "
+                          f"by; it has: {', '.join(ds.column_names or [])}")
+    low, high = 0.0 if low is None else low, 1.0 if high is None else high
+    kept = ds.filter(lambda rate: rate is not None and low <= rate <= high, input_columns=column,
+                     desc="Filtering by solve rate")
+    if hasattr(kept, "__len__") and len(kept) == 0:
+        raise RecipeError(f"{key}: no problem of split '{split}' of '{name}' has {column} in [{low:g}, {high:g}] "
+                          f"({len(ds)} rows); widen the range")
+    return kept
+
+
 def split_of(raw, split: str, name: str, key: str):
     """raw[split], or the one-line error naming the recipe key (or option) and the splits there are."""
     if split not in raw:
@@ -273,7 +292,7 @@ def _load_problems(script_args, training_args, tokenizer, tools: list = ()):
     out = {}
     for role, split in splits.items():
         key = "dataset_train_split" if role == "train" else "dataset_test_split"
-        ds = split_of(raw, split, name, key)
+        ds = by_solve_rate(split_of(raw, split, name, key), script_args, name, split)
         limit = script_args.max_train_samples if role == "train" else script_args.max_eval_samples
         if limit is not None and not script_args.dataset_streaming:
             ds = ds.select(range(min(limit, len(ds))))
