@@ -41,6 +41,22 @@ def big_math_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def conversation_folders(tmp_path_factory) -> dict:
+    """UltraChat's layout (data/{split}-NNNNN-of-NNNNN: splits train_sft, test_sft) and oasst1's (train,
+    validation), rows in their published shapes."""
+    from conversation_rows import oasst_rows, ultrachat_rows
+
+    ultrachat, oasst = tmp_path_factory.mktemp("ultrachat-copy"), tmp_path_factory.mktemp("oasst1-copy")
+    (ultrachat / "data").mkdir()
+    for name, rows in (("data/train_sft-00000-of-00001.jsonl", ultrachat_rows(16)),
+                       ("data/test_sft-00000-of-00001.jsonl", ultrachat_rows(4))):
+        (ultrachat / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name, rows in (("train.jsonl", oasst_rows(16)), ("validation.jsonl", oasst_rows(4))):
+        (oasst / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return {"sft_ultrachat.yaml": ultrachat, "sft_oasst1.yaml": oasst}
+
+
+@pytest.fixture(scope="module")
 def text_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fineweb-copy")
     # the recipe holds out its first max_eval_samples (2000) documents; the rest must fill 2 steps of 64 x 1024
@@ -53,7 +69,8 @@ def text_folder(tmp_path_factory):
 
 def test_every_gpu_recipe_is_documented_and_found():
     assert GPU_RECIPES == ["grpo_big_math.yaml", "grpo_gsm8k.yaml", "grpo_gsm8k_lora.yaml", "grpo_gsm8k_python.yaml",
-                           "grpo_gsm8k_tools.yaml", "pretrain_fineweb_edu.yaml", "rft_gsm8k.yaml", "sft_gsm8k.yaml"]
+                           "grpo_gsm8k_tools.yaml", "pretrain_fineweb_edu.yaml", "rft_gsm8k.yaml", "sft_gsm8k.yaml",
+                           "sft_oasst1.yaml", "sft_ultrachat.yaml"]
     assert documented_overrides() == ["--model_name_or_path", "PATH", "--dataset_name", "FOLDER", "--max_steps", "2",
                                       "--bf16", "false", "--push_to_hub", "false", "--report_to", "none"]
 
@@ -62,10 +79,11 @@ def test_every_gpu_recipe_is_documented_and_found():
 @pytest.mark.parametrize("recipe", GPU_RECIPES)
 def test_gpu_recipe_quick_look_with_exactly_the_documented_overrides(recipe, tmp_path, run_cli, tiny_model_dir,
                                                                       tiny_qwen_dir, gsm8k_folder, text_folder,
-                                                                      big_math_folder, monkeypatch):
+                                                                      big_math_folder, conversation_folders,
+                                                                      monkeypatch):
     monkeypatch.chdir(tmp_path)  # the recipe's own output_dir (runs/...) lands here
     folder = text_folder if recipe.startswith("pretrain") else big_math_folder if "big_math" in recipe else \
-        gsm8k_folder
+        conversation_folders.get(recipe, gsm8k_folder)
     # the tools recipes run on a Qwen2-architecture model with Qwen2.5's own template (TRL parses its tool calls)
     model = tiny_qwen_dir if "tools" in recipe or "python" in recipe else tiny_model_dir
     argv = [{"PATH": str(model), "FOLDER": str(folder)}.get(a, a) for a in documented_overrides()]

@@ -36,6 +36,12 @@ BIG_MATH_ROWS = [  # the published card's columns and answer styles (LaTeX, plai
 ]
 
 
+def load(mix):
+    from thinktrain.data import load_raw, split_of
+
+    return mixture.load(mix, load_raw, split_of)
+
+
 def write(path: Path, rows: list[dict]) -> str:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)
@@ -55,15 +61,15 @@ def mix(files, **top):
 
 
 def test_a_mixture_keeps_its_weights_maps_its_columns_and_splits_off_a_test_set(files):
-    loaded = mixture.load(mix(files, seed=42, test_split_size=0.25))
+    loaded = load(mix(files, seed=42, test_split_size=0.25))
     assert {k: len(v) for k, v in loaded.items()} == {"train": 8, "test": 3}  # 5 of gsm8k (weight 0.5) + 6
     assert loaded["train"].column_names == ["question", "answer"]
     rows = loaded["train"].to_list() + loaded["test"].to_list()
     assert sum(r["question"].startswith("Tom has") for r in rows) == 5
     assert {r["answer"] for r in rows} >= {r["answer"] for r in BIG_MATH_ROWS}  # every Big-Math row, renamed
-    again = mixture.load(mix(files, seed=42, test_split_size=0.25))
+    again = load(mix(files, seed=42, test_split_size=0.25))
     assert again["train"].to_list() == loaded["train"].to_list()  # the seed fixes the draw and the order
-    assert list(mixture.load(mix(files))) == ["train"]  # no test_split_size: train only
+    assert list(load(mix(files))) == ["train"]  # no test_split_size: train only
 
 
 @pytest.mark.parametrize("given,words", [
@@ -88,12 +94,12 @@ def test_an_unknown_column_or_columns_that_differ_are_named(files):
     bad = mixture.check({"datasets": [{"id": files["bigmath"], "columns": {"problme": "question"}}]})
     with pytest.raises(RecipeError, match=r"dataset_mixture.datasets\[0\] \(.*bigmath.jsonl\): no column 'problme' "
                                           r"\(did you mean 'problem'\?\); it has: problem, answer, source"):
-        mixture.load(bad)
+        load(bad)
     unmapped = mixture.check({"datasets": [{"id": files["gsm8k"]}, {"id": files["bigmath"],
                                                                      "columns": ["problem", "answer"]}]})
     with pytest.raises(RecipeError, match=r"has columns problem, answer but .*gsm8k.jsonl\) has question, answer; "
                                           r"keep or rename them alike with columns: \{old: new\}"):
-        mixture.load(unmapped)
+        load(unmapped)
 
 
 def test_the_json_form_from_the_command_line_is_the_recipes(files):

@@ -45,6 +45,9 @@ class RecipeArguments(ScriptArguments):
         metadata={"help": "Column holding the gold answer; GSM8K-style '... #### N' gives the worked solution and N."},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
+    lang: str | None = field(default=None, metadata={
+        "help": "Keep only rows whose `lang` column is this language code (e.g. en); for oasst1's message trees, "
+                "the trees whose root prompt is (thinktrain.conversations)."})
     min_solve_rate: float | None = field(default=None, metadata={
         "help": "Keep only problems whose solve_rate_column is at least this (drop the ones almost no attempt "
                 "solves: nothing to reward); rows without a rate are dropped. Before max_train_samples."})

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .answers import gold_answer
 from .configs import evaluating
+from .conversations import by_lang, from_message_trees, is_message_tree
 from .errors import DATA_SUFFIXES, RecipeError
 
 THINK_SYSTEM_PROMPT = (
@@ -213,7 +214,7 @@ def raw_source(script_args, streaming: bool = False):
                               "set dataset_streaming: false")
         from . import mixture as mixtures
 
-        return mixtures.load(mixture)
+        return mixtures.load(mixture, load_raw, split_of)
     return load_raw(script_args.dataset_name, script_args.dataset_config, streaming)
 
 
@@ -292,7 +293,12 @@ def _load_problems(script_args, training_args, tokenizer, tools: list = ()):
     out = {}
     for role, split in splits.items():
         key = "dataset_train_split" if role == "train" else "dataset_test_split"
-        ds = by_solve_rate(split_of(raw, split, name, key), script_args, name, split)
+        ds = split_of(raw, split, name, key)
+        if is_message_tree(ds.column_names) and script_args.task == "sft":  # oasst1: trees -> conversations
+            ds = from_message_trees(ds, script_args.lang, name, split)
+        else:
+            ds = by_lang(ds, script_args.lang, name, split)
+        ds = by_solve_rate(ds, script_args, name, split)
         limit = script_args.max_train_samples if role == "train" else script_args.max_eval_samples
         if limit is not None and not script_args.dataset_streaming:
             ds = ds.select(range(min(limit, len(ds))))
@@ -355,6 +361,9 @@ def to_sft(ds, script_args, tools: list = (), split: str = ""):
     cols = ds.column_names
     system = script_args.system_prompt
     if "messages" in cols:
+        # only the conversation: beside it, UltraChat's `prompt` (its first user turn, a string) would make TRL
+        # read the rows as prompt-only text and refuse assistant_only_loss
+        ds = ds.select_columns(["messages"])
         return ds.map(lambda r: {"messages": _prompt(r["messages"], system)}, desc="Shaping messages") if system else ds
     if "text" in cols or {"prompt", "completion"} <= set(cols):
         return ds

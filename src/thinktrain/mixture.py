@@ -86,11 +86,10 @@ def describe(mixture: dict) -> str:
     return f"{KEY} of {', '.join(e['id'] for e in mixture['datasets'])}"
 
 
-def load(mixture: dict):
-    """The mixture as a DatasetDict (`train`, and `test` with test_split_size)."""
+def load(mixture: dict, load_raw, split_of):
+    """The mixture as a DatasetDict (`train`, and `test` with test_split_size); each dataset read by data.py's
+    `load_raw(id, config)` and `split_of(raw, split, id, key)` (passed in: data imports this module)."""
     from datasets import DatasetDict, concatenate_datasets
-
-    from .data import load_raw, split_of
 
     seed, parts = mixture["seed"], []
     for i, entry in enumerate(mixture["datasets"]):
