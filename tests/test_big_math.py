@@ -73,3 +73,14 @@ def test_solve_rate_bounds_are_checked_before_anything_loads(run_cli, tmp_path):
     assert err == "thinktrain: error: min_solve_rate 0.8 is above max_solve_rate 0.2: no problem can be kept; swap them\n"
     code, out, err = run_cli(*base, "--max_solve_rate", "1.5")
     assert code == 2 and "max_solve_rate" in err and "1.5" in err
+
+
+def test_eval_scores_big_math_rows(run_cli, tiny_model_dir, tmp_path):
+    data = tmp_path / "big_math.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in BIG_MATH_ROWS))
+    out = tmp_path / "eval.json"
+    code, stdout, err = run_cli("eval", "--model", tiny_model_dir, "--dataset", data, "--prompt_column", "problem",
+                                "--answer_column", "answer", "--limit", 6, "--max_new_tokens", 8, "--output", out)
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    assert result["n"] == 6 and result["unscored"] == 0  # every LaTeX gold answer could be graded
