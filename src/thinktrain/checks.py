@@ -16,7 +16,7 @@ import socket
 from pathlib import Path
 
 from .configs import Recipe, evaluating
-from .errors import RecipeError, one_line, suggest
+from .errors import RecipeError, mapping_of, one_line, suggest
 from .schema import check_local_source
 from .hardware import has_bf16_accelerator
 
@@ -469,12 +469,7 @@ def check_learning_rate_groups(groups) -> dict[str, float] | None:
     key = "learning_rate_groups"
     if groups is None or groups == {}:
         return None
-    if isinstance(groups, str):
-        try:
-            groups = json.loads(groups)
-        except ValueError:
-            raise RecipeError(f"{key}: expected a JSON mapping like '{{\"model\\\\.norm\\\\.weight$\": 0.01}}', "
-                              f"got {groups!r}") from None
+    groups = mapping_of(groups, key, "a JSON mapping like '{\"model\\\\.norm\\\\.weight$\": 0.01}'")
     if not isinstance(groups, dict):
         raise RecipeError(f"{key}: expected a mapping of parameter-name regex: learning rate, got {groups!r}")
     out = {}

@@ -69,3 +69,16 @@ def one_line(exc: BaseException) -> str:
 def pct(value, none: str = "-") -> str:
     """0.562 -> '56.2%'; anything that is not a number -> `none`."""
     return f"{100 * value:.1f}%" if isinstance(value, (int, float)) and not isinstance(value, bool) else none
+
+
+def mapping_of(value, key: str, expected: str):
+    """A recipe value that is a mapping in YAML or JSON on the command line -> that mapping (anything else as it
+    is, for the caller's own message); unreadable JSON is a RecipeError saying what was `expected`."""
+    if not isinstance(value, str):
+        return value
+    import json
+
+    try:
+        return json.loads(value)
+    except ValueError:
+        raise RecipeError(f"{key}: expected {expected}, got {value!r}") from None

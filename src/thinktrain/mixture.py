@@ -20,7 +20,7 @@ before anything loads; `load` names an unknown column or datasets whose columns 
 
 from __future__ import annotations
 
-from .errors import RecipeError, suggest
+from .errors import RecipeError, mapping_of, suggest
 
 KEY = "dataset_mixture"
 ENTRY_KEYS = ("id", "config", "split", "columns", "weight")
@@ -29,14 +29,7 @@ TOP_KEYS = ("datasets", "seed", "test_split_size")
 
 def check(mixture) -> dict:
     """The mixture as given, checked and with its defaults (split train, seed 0); RecipeError on the first mistake."""
-    if isinstance(mixture, str):  # from the command line: JSON
-        import json
-
-        try:
-            mixture = json.loads(mixture)
-        except ValueError:
-            raise RecipeError(f"{KEY}: give a mapping with `datasets:` (in the recipe, or JSON on the command "
-                              f"line)") from None
+    mixture = mapping_of(mixture, KEY, "a mapping with `datasets:` (in the recipe, or JSON on the command line)")
     if not isinstance(mixture, dict):
         raise RecipeError(f"{KEY}: expected a mapping with `datasets:`, got a {type(mixture).__name__}")
     for key in mixture:
