@@ -82,7 +82,7 @@ def test_a_mixture_keeps_its_weights_maps_its_columns_and_splits_off_a_test_set(
     ({"datasets": [{"id": "a.jsonl"}], "test_split_size": 1.5}, "test_split_size 1.5 must be in (0, 1)"),
     ({"datasets": [{"id": "a.jsonl"}], "shuffle": True}, "dataset_mixture: unknown key 'shuffle'"),
     ({"datasets": [{"id": "a.jsonl", "columns": "question"}]}, "`columns` is a list of column names to keep, or a mapping"),
-    ("not json", "dataset_mixture: give a mapping with `datasets:`"),
+    ("not json", "dataset_mixture: expected a mapping with `datasets:` (in the recipe, or JSON on the command line), got 'not json'"),
 ])
 def test_a_malformed_mixture_is_refused_in_one_line(given, words):
     with pytest.raises(RecipeError) as e:
