@@ -349,3 +349,24 @@ def test_a_fault_is_one_line_per_run_not_per_rank(monkeypatch, capsys, rank, eve
     message = "the loss is nan" if everywhere else "no space left on device"
     assert fail(message, code=1, everywhere=everywhere) == 1
     assert capsys.readouterr().err == printed
+
+
+def test_the_structure_skeleton_is_built_under_zero3_and_leaves_zero3_on():
+    """models.skeleton (LoRA targets, modules_to_save, lr groups checked before the weights load) sets a ZeRO-3
+    config aside while it builds on the meta device (zero.Init would partition real tensors) and puts it back."""
+    from transformers.integrations import HfDeepSpeedConfig
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
+
+    from thinktrain.models import skeleton
+
+    zero3 = HfDeepSpeedConfig({"zero_optimization": {"stage": 3}, "train_batch_size": 1})  # registers itself
+    try:
+        assert is_deepspeed_zero3_enabled()
+        model = skeleton(SimpleNamespace(model_name_or_path="scratch:micro", model_revision=None),
+                         SimpleNamespace(trust_remote_code=False))
+        assert model is not None and next(model.parameters()).device.type == "meta"
+        assert "model.layers.0.self_attn.q_proj" in dict(model.named_modules())
+        assert is_deepspeed_zero3_enabled()  # the run's own config is back
+    finally:
+        unset_hf_deepspeed_config()
+        del zero3

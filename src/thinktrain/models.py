@@ -96,15 +96,25 @@ def skeleton(model_args, training_args):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
 
+    from transformers.integrations import deepspeed as hf_deepspeed
+
     preset = scratch_preset(model_args.model_name_or_path)
+    # Under ZeRO-3 (a deepspeed config in the training arguments) from_config would build the model inside
+    # deepspeed.zero.Init, which partitions real tensors: set that config aside while the skeleton is built.
+    ref = getattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref", None)
+    zero_config = ref() if ref is not None else None
+    hf_deepspeed.unset_hf_deepspeed_config()
     try:
         config = LlamaConfig(vocab_size=512, **PRESETS[preset]) if preset else AutoConfig.from_pretrained(
             model_args.model_name_or_path, revision=model_args.model_revision,
             trust_remote_code=training_args.trust_remote_code)
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(config, trust_remote_code=training_args.trust_remote_code)
-    except (OSError, ValueError, KeyError, ImportError):
+    except Exception:  # noqa: BLE001 (no config offline, an architecture this build cannot make on meta: no check)
         return None
+    finally:
+        if zero_config is not None:
+            hf_deepspeed.set_hf_deepspeed_config(zero_config)
 
 
 def load_checkpoint(path: str, *, dtype=None, device: str | None = None):
