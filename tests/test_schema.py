@@ -152,3 +152,11 @@ def test_the_fast_answer_is_the_full_parses_answer(case, monkeypatch):
             parse(case["argv"][1:])
         assert str(full.value) == str(fast)
     del Parser, dataclass_types
+
+
+def test_help_still_lists_the_keys(warm):
+    """--help is no recipe key, but the fast path must let it through to the full parser, which prints the keys."""
+    proc = subprocess.run([sys.executable, "-m", "thinktrain", "train", "recipes/good_sft.yaml", "--help"],
+                          env=warm, capture_output=True, text=True, cwd=BAD)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--learning_rate" in proc.stdout and "error" not in proc.stderr

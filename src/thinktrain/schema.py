@@ -236,6 +236,7 @@ def check_keys(config: dict, overrides: list[str], schema: dict, task: str):
     task's is told to name it. Then the given values the dataclasses would rewrite or choke on."""
     actions = set(schema[task]["keys"])
     options = {s.lstrip("-") for specs in schema[task]["keys"].values() for spec in specs for s in spec["flags"]}
+    options |= {"h", "help"}  # not a key: the full parser prints every key's help for it
     fields = {t: set(schema[t]["fields"]) for t in TASKS}
     given = {str(key): "recipe key" for key in config}
     for tok in overrides:
