@@ -42,6 +42,7 @@ RANGES = {
     "max_train_samples": POSITIVE, "max_eval_samples": POSITIVE,
     "min_solve_rate": PROBABILITY, "max_solve_rate": PROBABILITY,  # shares of attempts that solved a problem
     "tool_timeout": POSITIVE, "heldout_steps": POSITIVE, "heldout_problems": POSITIVE, "heldout_max_new_tokens": POSITIVE,  # a loop, a batch
+    "heldout_patience": NON_NEGATIVE,  # 0: never stop early
     "dataset_num_proc": POSITIVE,  # datasets' map(num_proc=0) raises
     "generation_batch_size": POSITIVE, "steps_per_generation": POSITIVE,  # GRPOConfig takes 0: no batch to generate
     "num_generations_eval": POSITIVE, "num_iterations": POSITIVE,  # GRPO: 0 updates per generation trains nothing
@@ -247,6 +248,13 @@ def check_combinations(recipe: Recipe):
     if script_args.heldout_steps and recipe.task == "pretrain":
         raise RecipeError("heldout_steps: held-out accuracy needs problems with gold answers; task pretrain reads raw "
                           "text (evaluate the checkpoints with `thinktrain eval`, or remove the key)")
+    for key in ("heldout_keep_best", "heldout_patience"):
+        if getattr(script_args, key) and not script_args.heldout_steps:
+            raise RecipeError(f"{key}: needs heldout_steps (how often to measure held-out accuracy); add "
+                              f"heldout_steps: 25, or remove {key}")
+        if getattr(script_args, key) and recipe.task == "rft":
+            raise RecipeError(f"{key}: expert iteration evaluates after each round and keeps its last round; choose "
+                              f"the number of rounds instead, or remove {key}")
     if script_args.heldout_steps and (sharded := _sharded_weights(training_args)):
         # heldout.py: the main process generates alone; sharded weights need every rank in each forward
         raise RecipeError(f"heldout_steps: held-out accuracy generates on the main process, which {sharded} does not "

@@ -94,6 +94,17 @@ class RecipeArguments(ScriptArguments):
                           "and drawn by `thinktrain report`; also once before training (not rft). Needs gold "
                           "answers."},
     )
+    heldout_keep_best: bool = field(
+        default=False,
+        metadata={"help": "With heldout_steps: the saved model is the one at the best held-out accuracy (ties: the later "
+                          "step), not the last step's; its trainable weights wait in output_dir/heldout-best.safetensors "
+                          "while training (a resumed run keeps them)."},
+    )
+    heldout_patience: int | None = field(
+        default=None,
+        metadata={"help": "With heldout_steps: stop training after this many held-out evaluations in a row without "
+                          "an accuracy at least as good as the best (early stopping; pair it with heldout_keep_best); 0: never."},
+    )
     heldout_problems: int = field(
         default=100, metadata={"help": "How many held-out problems heldout_steps evaluates (the split's first N)."})
     heldout_split: str | None = field(

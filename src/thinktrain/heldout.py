@@ -9,11 +9,20 @@ trainer_state.json's log_history and to every report_to tracker as `heldout/accu
 of different speed compare on one time axis (`thinktrain report` draws them). Expert iteration evaluates after
 every round instead (rft.py, rounds.jsonl). The main process generates while the other ranks wait, so weights
 sharded across ranks (DeepSpeed ZeRO-3, FSDP) are refused with the recipe (checks.py).
+
+heldout_keep_best keeps the model of the best evaluation (ties: the later one) instead of the last step's, and
+heldout_patience stops after that many evaluations without reaching the best: the number of SFT steps chosen on
+held-out problems per run, not by a fixed schedule. The Trainer's own load_best_model_at_end cannot do it: it reads
+the metric from `evaluate()` (a loss over eval_dataset, not generation) and needs a full checkpoint per evaluation;
+this writes only the trainable weights (a LoRA run: the adapters) to output_dir/heldout-best.safetensors, its step
+and accuracy in the file's metadata, so a preempted run resumes knowing its best.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 from .generation import complete, encode_prompts
 
@@ -61,22 +70,73 @@ def budget(recipe) -> int:
         getattr(t, "max_completion_length", None) or 256
 
 
+BEST_FILE = "heldout-best.safetensors"
+
+
+def _trainable(model) -> dict:
+    # named_parameters lists a tied weight once; the frozen ones never change, so they need no copy
+    return {name: p.detach().to("cpu", copy=True).contiguous() for name, p in model.named_parameters()
+            if p.requires_grad}
+
+
+def save_best(model, path: Path, step: int, value: float) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")  # a kill mid-write leaves the previous best whole
+    save_file(_trainable(model), str(tmp), metadata={"step": str(step), "accuracy": repr(value)})
+    os.replace(tmp, path)
+
+
+def best_of(path: Path) -> tuple[int, float] | None:
+    """(step, accuracy) of the kept weights, or None where there are none (or they are unreadable)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        return int(meta["step"]), float(meta["accuracy"])
+    except Exception:  # a half-written or foreign file: as if none was kept
+        return None
+
+
+def load_best(model, path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    weights = load_file(str(path))
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value.to(params[name].device, params[name].dtype))
+
+
 def callback(trainer, recipe):
     """A TrainerCallback that evaluates `recipe.heldout` every heldout_steps steps (and at the start)."""
     from accelerate.utils import broadcast_object_list
     from transformers import TrainerCallback
 
-    every, problems, tokens = recipe.script_args.heldout_steps, recipe.heldout, budget(recipe)
+    s = recipe.script_args
+    every, problems, tokens = s.heldout_steps, recipe.heldout, budget(recipe)
+    keep, patience = s.heldout_keep_best, s.heldout_patience
+    best_file = Path(trainer.args.output_dir) / BEST_FILE
 
     class HeldoutAccuracy(TrainerCallback):
         def __init__(self):
             self.started, self.evaluating, self.done, self.before = None, 0.0, set(), 0.0
+            self.best, self.since = None, 0  # (step, accuracy) of the best evaluation; evaluations since it
 
         def on_train_begin(self, args, state, control, **kwargs):
             # a resumed run has the checkpoint's log: its evaluations are not repeated, its minutes go on
             logged = [h for h in state.log_history if "heldout/accuracy" in h]
             self.done = {h["step"] for h in logged}
             self.before = logged[-1].get("heldout/minutes", 0.0) if logged else 0.0
+            if logged:  # the best so far and the evaluations since it, from the log (keep: the file's weights)
+                kept = best_of(best_file) if keep else None
+                top = max(logged, key=lambda h: (h["heldout/accuracy"], h["step"]))
+                self.best = kept or (top["step"], top["heldout/accuracy"])
+                self.since = sum(h["step"] > self.best[0] for h in logged)
+            elif keep and best_file.exists() and trainer.is_world_process_zero():
+                best_file.unlink()  # a fresh run: an earlier run's weights are not this one's
             self.started = time.time()
             self.evaluate(state, control)
 
@@ -104,5 +164,43 @@ def callback(trainer, recipe):
             should_log = control.should_log
             trainer.callback_handler.on_log(trainer.args, state, control, logs)
             control.should_log = should_log
+            self.track(state, control, value[0])
+
+        def track(self, state, control, value):
+            if self.best is None or value >= self.best[1]:  # ties: the later, longer-trained model
+                self.best, self.since = (state.global_step, value), 0
+                if keep and trainer.is_world_process_zero():
+                    save_best(trainer.model, best_file, state.global_step, value)
+            else:
+                self.since += 1
+            if patience and self.since >= patience and not control.should_training_stop:
+                control.should_training_stop = True
+                if trainer.is_world_process_zero():
+                    print(f"\nheldout: {patience} evaluations since the best accuracy ({self.best[1]:.3f} at step "
+                          f"{self.best[0]}): stopping at step {state.global_step} (heldout_patience)", flush=True)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            from .preemption import requested
+
+            if not keep or requested() or self.best is None:  # preempted: the checkpoint holds the run, resumed later
+                return
+            if args.world_size > 1:
+                trainer.accelerator.wait_for_everyone()  # rank 0 wrote the file
+            if self.best[0] != state.global_step:
+                if not best_file.exists():  # removed by hand mid-run: say so rather than save the wrong model
+                    if trainer.is_world_process_zero():
+                        print(f"heldout: {best_file} is gone; keeping the last step's weights, not step "
+                              f"{self.best[0]}'s", flush=True)
+                    return
+                load_best(trainer.model, best_file)
+            if trainer.is_world_process_zero():
+                print(f"heldout: keeping step {self.best[0]}'s weights (held-out accuracy {self.best[1]:.3f}; "
+                      f"training ended at step {state.global_step})", flush=True)
+            state.log_history.append({"heldout/best_step": self.best[0], "heldout/best_accuracy": self.best[1],
+                                      "step": state.global_step})
+            if args.world_size > 1:
+                trainer.accelerator.wait_for_everyone()
+            if trainer.is_world_process_zero():
+                best_file.unlink(missing_ok=True)
 
     return HeldoutAccuracy()

@@ -90,7 +90,9 @@ def header(recipe, train_ds, eval_ds) -> str:
     if recipe.heldout is not None:
         when = "after every round" if task == "rft" else f"every {script_args.heldout_steps} steps and at the start"
         lines.append(f"  heldout    greedy accuracy on {len(recipe.heldout)} problems of "
-                     f"{script_args.heldout_split or script_args.dataset_test_split}, {when}")
+                     f"{script_args.heldout_split or script_args.dataset_test_split}, {when}"
+                     f"{'; keeps the best' if script_args.heldout_keep_best else ''}"
+                     f"{f'; stops after {script_args.heldout_patience} without reaching it' if script_args.heldout_patience else ''}")
     steps = f"{training_args.max_steps} steps" if training_args.max_steps > 0 else f"{training_args.num_train_epochs:g} epochs"
     lines.append(f"  schedule   {steps}, lr {training_args.learning_rate:g}")
     lines.append(f"  output     {training_args.output_dir}")
