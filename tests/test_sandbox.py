@@ -225,6 +225,15 @@ def test_signals_reach_nothing_outside(ns):
         bystander.wait()
 
 
+def test_each_program_is_alone_in_its_pid_namespace(ns):
+    """One process per call, cloned straight into its own PID namespace: it is PID 1 there (its parent, the worker,
+    is outside: 0) and its /proc lists no other program, so none running beside it can be seen or signalled."""
+    sleeper = ns.submit("import time\ntime.sleep(1.5)\nprint('slept')")
+    out = run(ns, "import os\nprint(os.getpid(), os.getppid(), sorted(p for p in os.listdir('/proc') if p.isdigit()))")
+    assert out == "1 0 ['1']\n", out
+    assert sleeper.result(5) == "slept\n"
+
+
 def test_nothing_is_written_outside_the_scratch(ns, tmp_path):
     targets = [tmp_path / "escaped", ROOT / "sandbox_escaped", Path("/tmp/thinktrain_sandbox_escaped"),
                Path.home() / "sandbox_escaped"]

@@ -3,7 +3,7 @@ sandbox_zygote.py, a separate interpreter this module starts).
 
 Why a warm worker: a fresh `python` per call costs ~10 ms of CPU (~100-150 calls/s on 2 cores); the zygote is
 started once, already isolated, with nothing secret in its memory or environment (a new interpreter: `-I -S`,
-an empty environment, not a fork of the trainer), and forks a child per program. Why a socket and futures:
+an empty environment, not a fork of the trainer), and clones one process per program. Why a socket and futures:
 TRL's tool loop awaits async tools on its own event-loop thread and thinktrain's generator calls from the main
 thread; a reader thread resolving concurrent futures serves both, and many programs run at once.
 

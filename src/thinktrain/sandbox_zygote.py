@@ -1,15 +1,16 @@
 """The sandbox's warm worker: run as `python -I -S sandbox_zygote.py MECHANISM LIMITS_JSON` by thinktrain.sandbox,
 never imported by the trainer (standard library only, so it can start with no site-packages and no project on
-sys.path). It isolates itself once, then forks one child per program (fork of a small warm interpreter: ~1 ms, a
-fresh `python` costs ~10x that) and each child confines itself further before running the code.
+sys.path). It isolates itself once, then clones one process per program (a copy of a small warm interpreter: ~1 ms,
+a fresh `python` costs ~10x that), which confines itself further before running the code; the zygote's one loop
+watches every program's output, exit and deadline (poll) and replies.
 
 Layers, each a kernel mechanism rather than an inspection of the code (docs/tools.md has the threat model):
   namespaces  once: user + network + mount + PID + IPC + UTS namespaces; a new root holding only the system's
               libraries and Python's standard library, read-only, no /etc, /home, /tmp, project or caches;
-              per program: a nested user + mount + PID + IPC namespace (kill its PID 1 and the kernel kills every
-              process the program made; mounts inherited across a user namespace are locked, so it cannot unmount
-              the new root to see the real one), a fresh /proc showing only its own processes, a tmpfs scratch as
-              cwd, no SysV/POSIX IPC object shared with the next program.
+              per program: a nested user + mount + PID + IPC namespace made by the clone that makes the program's
+              process, its PID 1 (kill it and the kernel kills anything else in it; mounts inherited across a user
+              namespace are locked, so it cannot unmount the new root to see the real one), a fresh /proc showing
+              only its own processes, a tmpfs scratch as cwd, no SysV/POSIX IPC object shared with the next program.
   rlimits     per program: its own session, a scratch dir removed afterwards, and (running as root) uid nobody.
   both        resource limits (CPU s, address space, processes, file size, open files), a seccomp filter (no new
               processes, no mount (old or new API)/ptrace/namespaces/bpf/keyring/io_uring/SysV or POSIX IPC), a
@@ -180,19 +181,37 @@ def isolate_namespaces():
 
 # --------------------------------------------------------------------------- per program
 
+PROGRAM_NS = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC  # IPC: no SysV/POSIX object outlives it
+_SYSCALL = ctypes.PyDLL(None, use_errno=True).syscall  # PyDLL: the GIL stays held across clone, as os.fork holds it
+_SYSCALL.restype = ctypes.c_long
+SYS_CLONE = {"x86_64": 56, "aarch64": 220}
 
-def confine_call(mechanism, limits):
-    """In the per-program child, before it forks the program: its own namespaces and scratch, or a scratch dir."""
-    if mechanism == "namespaces":
-        unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC)  # IPC: no SysV/POSIX object outlives it
-        map_to_root(0, 0)
-        mount("tmpfs", SCRATCH, "tmpfs", MS_NOSUID | MS_NODEV,
-              f"size={limits['file_bytes']},nr_inodes=256,mode=777")
-        return SCRATCH
-    scratch = tempfile.mkdtemp(prefix="thinktrain-sandbox-")  # 0700: no other user looks in or plants files
-    if real_root():
-        os.chown(scratch, 65534, 65534)  # the program runs as uid nobody (run_program): its own dir, still 0700
-    return scratch
+
+def clone(flags):
+    """fork(2) straight into new namespaces: clone(flags | SIGCHLD) on a copy of this stack, with CPython's own fork
+    hooks around it (what os.fork runs). One process per program: it is PID 1 of its PID namespace itself, where an
+    unshare would need a second fork to enter it. Returns 0 in the child."""
+    ctypes.pythonapi.PyOS_BeforeFork()
+    zero = ctypes.c_ulong(0)
+    pid = _SYSCALL(ctypes.c_long(SYS_CLONE[platform.machine()]), ctypes.c_ulong(flags | signal.SIGCHLD),
+                   zero, zero, zero, zero)
+    err = ctypes.get_errno()
+    if pid == 0:
+        ctypes.pythonapi.PyOS_AfterFork_Child()
+        return 0
+    ctypes.pythonapi.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(err, f"clone: {os.strerror(err)}")
+    return pid
+
+
+def confine_call(limits):
+    """namespaces, in the program's process, first: root inside its own user namespace (made by clone with its
+    mount, PID and IPC ones), a tmpfs scratch and a /proc showing only itself."""
+    map_to_root(0, 0)
+    mount("tmpfs", SCRATCH, "tmpfs", MS_NOSUID | MS_NODEV, f"size={limits['file_bytes']},nr_inodes=256,mode=777")
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # only this program's processes
+    return SCRATCH
 
 
 def real_root() -> bool:
@@ -218,7 +237,7 @@ def run_program(code, mechanism, scratch, limits, out_w, err_w, seccomp):
     """The program's own process: confine, then run `code`; never returns."""
     try:
         if mechanism == "namespaces":
-            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # only this program's processes
+            scratch = confine_call(limits)
         os.setsid()
         os.chdir(scratch)
         os.dup2(out_w, 1)
@@ -261,71 +280,74 @@ def run_program(code, mechanism, scratch, limits, out_w, err_w, seccomp):
         os._exit(status & 0xFF)
 
 
-def serve(request, mechanism, limits, sock, seccomp):
-    """One program, in a child of the zygote: run it under the deadline and send back what the model reads."""
+class Program:
+    """One program in flight: its process, pipes, deadline and what it has said so far."""
+
+    def __init__(self, key, pid, out_r, err_r, timeout, scratch):
+        self.key, self.pid, self.out_r, self.err_r, self.scratch = key, pid, out_r, err_r, scratch
+        self.timeout, self.deadline = timeout, time.monotonic() + timeout
+        self.out, self.err, self.status, self.why = bytearray(), bytearray(), None, None
+        try:  # its exit is watched with a pidfd: a program that closes its pipes and sleeps is still cut in time
+            self.pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):  # a kernel before 5.3: waitpid at each turn of the loop instead
+            self.pidfd = None
+
+    def fds(self):
+        return [fd for fd in (self.out_r, self.err_r, self.pidfd) if fd is not None]
+
+
+def start(request, mechanism, limits, seccomp):
+    """One program, one process (cloned into its namespaces, or forked under rlimits)."""
     limits = {**limits, "timeout": float(request.get("timeout") or limits["timeout"])}
-    result, scratch = None, None
+    scratch = None
+    if mechanism != "namespaces":
+        scratch = tempfile.mkdtemp(prefix="thinktrain-sandbox-")  # 0700: no other user looks in or plants files
+        if real_root():
+            os.chown(scratch, 65534, 65534)  # the program runs as uid nobody (run_program): its own dir, still 0700
+    (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe()
     try:
-        scratch = confine_call(mechanism, limits)
-        (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(out_r)
-            os.close(err_r)
-            run_program(request["code"], mechanism, scratch, limits, out_w, err_w, seccomp)
-        os.close(out_w)
-        os.close(err_w)
-        result = collect(pid, out_r, err_r, limits)
-    except Exception as e:
-        result = f"error: the sandbox failed ({type(e).__name__}: {e})"
-    finally:
-        if scratch and mechanism == "rlimits":
+        pid = clone(PROGRAM_NS) if mechanism == "namespaces" else os.fork()
+    except BaseException:
+        for fd in (out_r, out_w, err_r, err_w):
+            os.close(fd)
+        if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
-    sock.send(json.dumps({"id": request["id"], "result": result}).encode())
+        raise
+    if pid == 0:
+        run_program(request["code"], mechanism, scratch, limits, out_w, err_w, seccomp)
+    os.close(out_w)
+    os.close(err_w)
+    return Program(request["id"], pid, out_r, err_r, limits["timeout"], scratch)
 
 
-def collect(pid, out_r, err_r, limits):
-    """Read the program's stdout (up to limits['read_bytes'], then it is killed) and the tail of its stderr until
-    it has exited and both pipes have closed, or the deadline passes (then SIGKILL: in a PID namespace the kernel
-    kills all it made). Its exit is watched with a pidfd, not a blocking wait: a program that closes its pipes and
-    sleeps is still cut at the deadline (and cannot hold one of the worker's MAX_LIVE places for longer)."""
-    deadline = time.monotonic() + limits["timeout"]
-    out, err, why, status = bytearray(), bytearray(), None, None
-    try:
-        pidfd = os.pidfd_open(pid)
-    except (AttributeError, OSError):  # a kernel before 5.3: poll the exit every 50 ms instead
-        pidfd = None
-    watch = {out_r, err_r} | ({pidfd} if pidfd is not None else set())
-    try:
-        while out_r in watch or err_r in watch or status is None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                why = f"timed out after {limits['timeout']:g} s"
-                break
-            ready = select.select(list(watch), [], [], left if pidfd is not None else min(left, 0.05))[0]
-            if status is None and (pidfd is None or pidfd in ready):
-                done, code = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    status = code
-                    watch.discard(pidfd)
-            for fd in (fd for fd in ready if fd in (out_r, err_r)):
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    watch.discard(fd)
-                elif fd == out_r:
-                    out += chunk
-                else:
-                    err = (err + chunk)[-4096:]
-            if len(out) > limits["read_bytes"]:
-                why = "truncated"
-                break
-        if why and status is None:
-            kill(pid)
-            status = reap(pid, pidfd)
-    finally:
-        if pidfd is not None:
-            os.close(pidfd)
-    return format_result(out, err, status or 0, why, limits)
+def advance(program, fd, limits, poller, owner):
+    """What `fd` (one of the program's) has for us: output, the end of a pipe, or its exit (waitpid); sets
+    program.why when it must be cut. A pipe at its end and a pidfd once read are no longer watched."""
+    if fd == program.pidfd:
+        done, status = os.waitpid(program.pid, os.WNOHANG)
+        if done:
+            program.status = status
+            unwatch(fd, poller, owner)  # an exited process's pidfd stays readable
+        return
+    chunk = os.read(fd, 65536)
+    if not chunk:
+        unwatch(fd, poller, owner)
+        os.close(fd)
+        if fd == program.out_r:
+            program.out_r = None
+        else:
+            program.err_r = None
+    elif fd == program.out_r:
+        program.out += chunk
+        if len(program.out) > limits["read_bytes"]:
+            program.why = "truncated"
+    else:
+        program.err = (program.err + chunk)[-4096:]
+
+
+def unwatch(fd, poller, owner):
+    if owner.pop(fd, None) is not None:
+        poller.unregister(fd)
 
 
 def kill(pid):
@@ -336,18 +358,6 @@ def kill(pid):
             send(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass  # gone already; or setsid not reached yet, so there is no group of its own
-
-
-def reap(pid, pidfd, seconds=5.0):
-    """Its exit status after SIGKILL, waiting `seconds` at most: a kill takes effect at once, but never hang on it
-    (one still unreaped is an orphan when this process exits, reaped by the zygote or init)."""
-    end = time.monotonic() + seconds
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        left = end - time.monotonic()
-        if done or left <= 0:
-            return status if done else None
-        select.select([pidfd] if pidfd is not None else [], [], [], left if pidfd is not None else min(left, 0.05))
 
 
 def format_result(out, err, status, why, limits):
@@ -391,27 +401,97 @@ def main():
         return
     sock.send(json.dumps({"ready": True}).encode())
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    live = set()
+    serve(sock, mechanism, limits, seccomp)
+
+
+def serve(sock, mechanism, limits, seccomp):
+    """The loop: take programs (at most MAX_LIVE at once), read their output, watch exits and deadlines, reply.
+    A program cut (deadline, too much output) is killed and answered at once; its process is reaped when it is gone
+    (a kill takes effect at once, but the loop never waits on one)."""
+    poller, owner = select.poll(), {}  # fd -> its Program
+    running, dying = set(), set()
+    accepting = True
+    poller.register(sock, select.POLLIN)
     while True:
-        for pid in list(live):  # reap finished children
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                live.discard(pid)
-        while len(live) >= MAX_LIVE:
-            live.discard(os.waitpid(-1, 0)[0])
-        try:
-            message = sock.recv(1 << 20)
-        except InterruptedError:
-            continue
-        if not message:
-            return  # the trainer closed its end (or died)
-        request = json.loads(message)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                serve(request, mechanism, limits, sock, seccomp)
-            finally:
-                os._exit(0)
-        live.add(pid)
+        if accepting != (len(running) + len(dying) < MAX_LIVE):
+            accepting = not accepting
+            poller.modify(sock, select.POLLIN if accepting else 0)
+        now = time.monotonic()
+        wait = min((p.deadline for p in running), default=None)
+        if any(p.pidfd is None for p in running | dying):
+            wait = min(wait or now + 0.05, now + 0.05)
+        for fd, _ in poller.poll(None if wait is None else max(0.0, wait - now) * 1000):
+            if fd == sock.fileno():
+                try:
+                    message = sock.recv(1 << 20)
+                except InterruptedError:
+                    continue
+                if not message:
+                    return  # the trainer closed its end (or died); as PID 1, all we started dies with us
+                request = json.loads(message)
+                try:
+                    program = start(request, mechanism, limits, seccomp)
+                except Exception as e:
+                    sock.send(json.dumps({"id": request["id"], "result": f"error: the sandbox failed "
+                                                                        f"({type(e).__name__}: {e})"}).encode())
+                    continue
+                running.add(program)
+                for pfd in program.fds():
+                    owner[pfd] = program
+                    poller.register(pfd, select.POLLIN)
+                continue
+            program = owner.get(fd)
+            if program is None:
+                continue
+            if program in dying:  # its pidfd: the killed program is gone
+                if os.waitpid(program.pid, os.WNOHANG)[0]:
+                    forget(program, poller, owner)
+                    dying.discard(program)
+                continue
+            advance(program, fd, limits, poller, owner)
+        now = time.monotonic()
+        for program in list(running):
+            if program.pidfd is None and program.status is None:
+                done, status = os.waitpid(program.pid, os.WNOHANG)
+                if done:
+                    program.status = status
+            if program.why is None and now >= program.deadline:
+                program.why = f"timed out after {program.timeout:g} s"
+            finished = program.status is not None and program.out_r is None and program.err_r is None
+            if not finished and program.why is None:
+                continue
+            running.discard(program)
+            sock.send(json.dumps({"id": program.key, "result": format_result(
+                program.out, program.err, program.status or 0, program.why, limits)}).encode())
+            if program.status is None:  # cut: killed now, reaped when it is gone
+                kill(program.pid)
+                close_pipes(program, poller, owner)
+                dying.add(program)
+            else:
+                forget(program, poller, owner)
+        for program in [p for p in dying if p.pidfd is None]:
+            if os.waitpid(program.pid, os.WNOHANG)[0]:
+                forget(program, poller, owner)
+                dying.discard(program)
+
+
+def close_pipes(program, poller, owner):
+    for fd in (program.out_r, program.err_r):
+        if fd is not None:
+            unwatch(fd, poller, owner)
+            os.close(fd)
+    program.out_r = program.err_r = None
+
+
+def forget(program, poller, owner):
+    """Close everything the program left open here and remove its scratch (rlimits)."""
+    close_pipes(program, poller, owner)
+    if program.pidfd is not None:
+        unwatch(program.pidfd, poller, owner)
+        os.close(program.pidfd)
+        program.pidfd = None
+    if program.scratch and program.scratch != SCRATCH:
+        shutil.rmtree(program.scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
