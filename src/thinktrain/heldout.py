@@ -184,21 +184,24 @@ def callback(trainer, recipe):
 
             if not keep or requested() or self.best is None:  # preempted: the checkpoint holds the run, resumed later
                 return
-            if args.world_size > 1:
-                trainer.accelerator.wait_for_everyone()  # rank 0 wrote the file
-            if self.best[0] != state.global_step:
-                if not best_file.exists():  # removed by hand mid-run: say so rather than save the wrong model
-                    if trainer.is_world_process_zero():
-                        print(f"heldout: {best_file} is gone; keeping the last step's weights, not step "
-                              f"{self.best[0]}'s", flush=True)
-                    return
+            # every rank passes both barriers (no early return): rank 0 wrote the file, and removes it last; a rank
+            # on another node that cannot see it keeps its weights (the main process is the one that saves)
+            many = args.world_size > 1
+            if many:
+                trainer.accelerator.wait_for_everyone()
+            moved, here = self.best[0] != state.global_step, best_file.exists()
+            if moved and here:
                 load_best(trainer.model, best_file)
             if trainer.is_world_process_zero():
-                print(f"heldout: keeping step {self.best[0]}'s weights (held-out accuracy {self.best[1]:.3f}; "
-                      f"training ended at step {state.global_step})", flush=True)
-            state.log_history.append({"heldout/best_step": self.best[0], "heldout/best_accuracy": self.best[1],
-                                      "step": state.global_step})
-            if args.world_size > 1:
+                if moved and not here:  # removed by hand mid-run: say so rather than pass the last step off as best
+                    print(f"heldout: {best_file} is gone; keeping the last step's weights, not step "
+                          f"{self.best[0]}'s", flush=True)
+                else:
+                    print(f"heldout: keeping step {self.best[0]}'s weights (held-out accuracy {self.best[1]:.3f}; "
+                          f"training ended at step {state.global_step})", flush=True)
+                    state.log_history.append({"heldout/best_step": self.best[0],
+                                              "heldout/best_accuracy": self.best[1], "step": state.global_step})
+            if many:
                 trainer.accelerator.wait_for_everyone()
             if trainer.is_world_process_zero():
                 best_file.unlink(missing_ok=True)
