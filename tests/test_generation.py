@@ -54,3 +54,37 @@ def test_complete_dispatches_on_tools(monkeypatch):
                                max_new_tokens=4, batch_size=1) == ["t"]
     assert seen[0] == ("plain", {"max_new_tokens": 4, "batch_size": 1})
     assert seen[1] == ("tools", {"chat_template": "T", "max_iterations": 2, "max_new_tokens": 4, "batch_size": 1})
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["model", "lora"])
+def test_sampling_reads_each_repeated_prompt_once_and_samples_the_same_tokens(tiny_model_dir, monkeypatch, lora):
+    """k samples of a prompt share one forward of the prompt (its keys and values copied to each row): the
+    completions are token for token those of k separate prompt forwards, under the same seed, LoRA or not; greedy
+    generation (no repeated rows) never takes that path."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        torch.manual_seed(1)  # adapters that change the outputs (init_lora_weights=False: B is not zero)
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    questions = ("A longer question: what is 12 + 30 - 7?", "What is 3 * 4?", "Hi")  # three widths: left padding
+    rows = [generation.render(tok, [{"role": "user", "content": q}]) for q in questions for _ in range(4)]
+    shared, real = [], generation._shared_prompts
+    monkeypatch.setattr(generation, "_shared_prompts", lambda *a: shared.append(real(*a)) or shared[-1])
+
+    def sample():
+        torch.manual_seed(0)
+        return generation.generate(model, tok, rows, max_new_tokens=12, batch_size=8, do_sample=True, progress=False)
+
+    once = sample()
+    assert [cache is not None for cache in shared] == [True, True]  # batches of 8 and 4 rows, each repeating prompts
+    monkeypatch.setattr(generation, "_shared_prompts", lambda *a: None)
+    assert once == sample()
+    assert len({c.text for c in once}) > 3  # really sampled: the rows of one prompt differ
+    shared.clear()
+    generation.generate(model, tok, rows[:1], max_new_tokens=4, batch_size=8, progress=False)
+    assert shared == []

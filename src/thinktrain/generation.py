@@ -50,6 +50,32 @@ def _cache(device) -> dict:
     return {"cache_implementation": "static"} if device.type == "cpu" else {}
 
 
+def _shared_prompts(model, input_ids, attention_mask, max_length: int):
+    """A KV cache for a batch whose rows repeat prompts (k samples of each): every distinct prompt but its last token
+    runs through the model once and its keys and values are copied to each of its rows; generate reads on from the
+    last token. The prompt's forward is half of a CPU sampling batch (90-token prompts, 80 new tokens); once per
+    prompt instead of k times, the same tokens come out (compared token for token) 1.8x sooner. None when no row
+    repeats (greedy evaluation keeps generate's own path)."""
+    import torch
+    from transformers import DynamicCache, StaticCache
+
+    distinct, rows = torch.unique(input_ids, dim=0, return_inverse=True)
+    if len(distinct) == len(input_ids):
+        return None
+    first = torch.empty(len(distinct), dtype=torch.long).scatter_(0, rows, torch.arange(len(rows)))
+    ids, mask = input_ids[first], attention_mask[first]
+    config = model.config.get_text_config(decoder=True)
+    cache = StaticCache(config=config, max_cache_len=max_length) if _cache(model.device) else DynamicCache(config=config)
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate numbers a left-padded prompt
+    model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1], cache=cache,
+          use_cache=True, logits_to_keep=1)
+    cache.reorder_cache(rows.to(model.device))
+    for layer in cache.layers:
+        if hasattr(layer, "batch_size"):  # a static layer's size, read by generate's checks
+            layer.batch_size = len(rows)
+    return cache
+
+
 @contextlib.contextmanager
 def _padding_token(tokenizer, pad_id: int):
     """The tokenizer pads with `pad_id` for the duration (eos when it has no pad token, as generate does)."""
@@ -89,11 +115,13 @@ def generate(model, tokenizer, prompts: list[str] | list[list[int]], *, max_new_
         for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress or not batches, file=sys.stderr):
             enc = tokenizer.pad({"input_ids": [prompts[i] for i in batch]}, padding=True, padding_side="left",
                                 return_tensors="pt")
-            width = enc["input_ids"].shape[1]
+            ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+            width, new_tokens = ids.shape[1], max(budgets[i] for i in batch)
+            shared = _shared_prompts(model, ids, mask, width + new_tokens) if do_sample and width > 1 else None
+            cache = {"cache": shared} if shared is not None else _cache(device)
             generated = model.generate(
-                input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
-                max_new_tokens=max(budgets[i] for i in batch),
-                pad_token_id=pad, eos_token_id=eos or None, repetition_penalty=1.0, **sampling, **_cache(device),
+                input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens,
+                pad_token_id=pad, eos_token_id=eos or None, repetition_penalty=1.0, **sampling, **cache,
             )[:, width:].tolist()
             for row, i in enumerate(batch):
                 tokens = generated[row][: budgets[i]]
