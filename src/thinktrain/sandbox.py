@@ -174,17 +174,37 @@ class Sandbox:
     def _backstop(self, timeout):  # the worker's own deadline fires first; this only guards against a stuck worker
         return 2 * (timeout or self.limits["timeout"]) + 5
 
+    def _submit_at_once(self, code, timeout: float | None) -> concurrent.futures.Future | None:
+        """submit() where it cannot block, so the event loop may call it: the worker runs and its socket has room
+        (the usual case). None otherwise (starting the worker, a full queue, a dead worker, a refused program):
+        then submit() runs on a thread."""
+        sock = self._sock
+        if sock is None or not isinstance(code, str) or len(code) > MAX_CODE_CHARS:
+            return None
+        future = concurrent.futures.Future()
+        with self._lock:
+            if self._sock is not sock:
+                return None
+            key = next(self._ids)
+            self._pending[key] = future
+        try:
+            sock.send(_request(key, code, timeout), socket.MSG_DONTWAIT)
+        except (OSError, ValueError):  # BlockingIOError (full) is an OSError; the slow path waits, or restarts
+            self._pending.pop(key, None)
+            return None
+        return future
+
     async def run(self, code, timeout: float | None = None) -> str:
         try:
-            # submit on a thread: it may start the worker, or wait for room to send; the event loop runs other tools
-            submitted = asyncio.get_running_loop().run_in_executor(None, self.submit, code, timeout)
-            return await asyncio.wait_for(self._result(submitted), self._backstop(timeout))
+            return await asyncio.wait_for(self._result(code, timeout), self._backstop(timeout))
         except asyncio.TimeoutError:
             return "error: the sandbox did not answer"
 
-    @staticmethod
-    async def _result(submitted) -> str:
-        return await asyncio.wrap_future(await submitted)
+    async def _result(self, code, timeout) -> str:
+        future = self._submit_at_once(code, timeout)
+        if future is None:  # on a thread: it may start the worker, or wait for room; the loop runs other tools
+            future = await asyncio.get_running_loop().run_in_executor(None, self.submit, code, timeout)
+        return await asyncio.wrap_future(future)
 
     def run_sync(self, code, timeout: float | None = None) -> str:
         try:
