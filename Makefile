@@ -28,7 +28,7 @@ install: $(VENV)/.installed
 
 # The main job on its embedded offline default: tokenizer + pretrain -> SFT on 500 worked solutions (to its best on
 # validation) -> expert iteration on exercises with only an answer key (recipes/demo), each stage evaluated on the
-# same 500 held-out problems; $(OUT)/results.json, $(OUT)/report.md, a table (2-core AVX-512 EPYC, fp32: 19.0-20.4 minutes on 3 seeds;
+# same 500 held-out problems; $(OUT)/results.json, $(OUT)/report.md, a table (2-core AVX-512 EPYC, fp32: 17.5-18.5 minutes on 3 seeds;
 # docs/pipeline.md). SEED=N reruns every stage with another seed; PRACTICE=grpo, rft (the default) or rft,grpo
 # picks the practice.
 # TOOLS=1: the calculator demo (recipes/demo_tools, into runs/demo_tools, GRPO unless PRACTICE says; ~17.5 minutes

@@ -1,12 +1,15 @@
-"""Evaluation's generation on CPU: the static KV cache thinktrain uses against transformers' default dynamic one.
+"""Generation on CPU: thinktrain.generation's two speed choices, each against its baseline in the same run.
 
-    .venv/bin/python bench/bench_eval_cache.py [--model runs/demo/sft] [--limit 500] [--samples 2]
+    .venv/bin/python bench/bench_eval_cache.py [--model runs/demo/sft] [--limit 500] [--samples 2] [--practice 256]
 
-Generates the held-out problems' completions with `thinktrain.generation.generate` (the demo's settings: 96 new
-tokens, batches of 512, the model's chat template and the recipe's system prompt) once with each cache, greedy
-and then sampled at T = 1.0 from the same seed, and prints seconds, the speed-up and how many completions are
-token-for-token identical (they must all be: the cache is a speed choice, never a result change). The dynamic
-cache concatenates every layer's keys and values each token (`torch.cat`); the static one writes in place.
+1. The static KV cache against transformers' default dynamic one: the held-out problems' completions (the demo's
+   settings: 96 new tokens, batches of 512, the model's chat template and the recipe's system prompt), greedy and
+   then sampled at T = 1.0 from the same seed. The dynamic cache concatenates every layer's keys and values each
+   token (`torch.cat`); the static one writes in place.
+2. One forward of a prompt for its k samples against k forwards: 8 samples of each of the first `--practice`
+   practice problems, as a practice round of the demo samples them (80 new tokens, T = 1.0, batches of 512).
+Each prints seconds, the speed-up and how many completions are token-for-token identical (they must all be: these
+are speed choices, never a result change).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ def main() -> None:
     p.add_argument("--model", default=str(ROOT / "runs/demo/sft"), help="model (default: the demo's SFT)")
     p.add_argument("--limit", type=int, default=500, help="held-out problems")
     p.add_argument("--samples", type=int, default=2, help="sampled completions per problem")
+    p.add_argument("--practice", type=int, default=256, help="practice problems sampled 8 times each (0: skip)")
     a = p.parse_args()
     if not Path(a.model).is_dir():
         sys.exit(f"bench_eval_cache: error: no model at {a.model}; run `make demo` first or pass --model PATH")
@@ -62,6 +66,34 @@ def main() -> None:
     print(f"speed-up            {dg / sg:8.2f}x {ds / ss:9.2f}x")
     print(f"identical completions: greedy {sum(x == y for x, y in zip(g0, g1))}/{len(g0)}, "
           f"sampled {sum(x == y for x, y in zip(s0, s1))}/{len(s0)}")
+    if a.practice:
+        shared_prompts(G, model, tok, a.practice)
+
+
+def shared_prompts(G, model, tok, n: int, k: int = 8) -> None:
+    from transformers import set_seed
+
+    from thinktrain.data import to_grpo
+    from thinktrain.synthetic import load
+
+    practice = load("gsm8k")["practice"].select(range(n))
+    prompts, _ = G.encode_prompts(tok, to_grpo(practice, "question", "answer", SYSTEM, "synthetic:gsm8k")["prompt"])
+    rows = [prompt for prompt in prompts for _ in range(k)]
+    shared, results = G._shared_prompts, {}
+    for name, share in (("k forwards", lambda *args: None), ("one (thinktrain)", shared)):
+        G._shared_prompts = share
+        set_seed(0)
+        t = time.perf_counter()
+        out = G.generate(model, tok, rows, max_new_tokens=80, batch_size=512, do_sample=True, progress=False)
+        results[name] = (time.perf_counter() - t, out)
+    G._shared_prompts = shared
+    (t0, s0), (t1, s1) = results.values()
+    print(f"\npractice sampling on CPU: {n} prompts x {k} samples, 80 new tokens, batches of 512")
+    print(f"{'prompt forwards':<18} {'seconds':>8}")
+    for name, (t, _) in results.items():
+        print(f"{name:<18} {t:8.1f}")
+    print(f"speed-up           {t0 / t1:7.2f}x")
+    print(f"identical completions: {sum(x == y for x, y in zip(s0, s1))}/{len(s0)}")
 
 
 if __name__ == "__main__":
