@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -370,6 +371,20 @@ def test_programs_inherit_no_file_descriptors(box):
     code = ("import os\nheld = []\nfor fd in range(3, 1 << 13):\n    try:\n        os.fstat(fd)\n"
             "        held.append(fd)\n    except OSError:\n        pass\nprint(held)")
     assert run(box, code) == "[]\n"
+
+
+def test_the_event_loop_never_waits_for_the_workers_lock(ns):
+    """run() sends a program from the event loop itself only when that cannot block: while another thread holds
+    the lock (starting or stopping the worker), it hands the call to a thread instead, and the result still comes."""
+    assert ns.run_sync("print(1)") == "1\n"
+    with ns._lock:
+        assert ns._submit_at_once("print(2)", None) is None
+    assert ns._submit_at_once("print(3)", None).result(DEADLINE + 5) == "3\n"
+    held = threading.Thread(target=lambda: (ns._lock.acquire(), time.sleep(0.5), ns._lock.release()))
+    held.start()
+    time.sleep(0.05)
+    assert asyncio.run(ns.run("print(4)")) == "4\n"
+    held.join()
 
 
 def test_a_failed_self_check_leaves_no_worker():

@@ -182,11 +182,15 @@ class Sandbox:
         if sock is None or not isinstance(code, str) or len(code) > MAX_CODE_CHARS:
             return None
         future = concurrent.futures.Future()
-        with self._lock:
+        if not self._lock.acquire(blocking=False):  # another thread starts or stops the worker: never wait here
+            return None
+        try:
             if self._sock is not sock:
                 return None
             key = next(self._ids)
             self._pending[key] = future
+        finally:
+            self._lock.release()
         try:
             sock.send(_request(key, code, timeout), socket.MSG_DONTWAIT)
         except (OSError, ValueError):  # BlockingIOError (full) is an OSError; the slow path waits, or restarts
