@@ -42,7 +42,8 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND = 1, 2, 4, 8, 32,
 MS_NOATIME, MS_NODIRATIME, MS_REC, MS_PRIVATE, MS_RELATIME = 1024, 2048, 16384, 1 << 18, 1 << 21
 MNT_DETACH, PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 2, 38, 4, 22, 2
 SCRATCH, MAX_LIVE = "/scratch", 64  # at most this many programs at once (the zygote waits for one to end)
-TMP = "/tmp"  # rlimits' scratch dirs (the zygote's environment has no TMPDIR: tempfile would choose /tmp too)
+# rlimits' scratch dirs: where tempfile.gettempdir() looks when no TMPDIR is set (the zygote's environment has none)
+TMP = next((d for d in ("/tmp", "/var/tmp", "/usr/tmp") if os.access(d, os.W_OK | os.X_OK)), "/tmp")
 # Imported once here, so a program's `import math` costs nothing. Under namespaces not random, statistics (imports
 # random) or threading: their after-fork hooks (reseeding, thread state) would run in every program's process,
 # ~0.4 ms whether it uses them or not; a program that imports them pays instead. Under rlimits as root a program
